@@ -1,0 +1,40 @@
+# hybridsweep: `make demo` runs the main job on the embedded default, `make test` the tests.
+# Both create .venv and install what they need. A GPU user picks another torch build with
+# TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+# and FAISS_EXTRA=gpu.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+FAISS_EXTRA ?= cpu
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
+
+.PHONY: venv demo test test-fast mlflow-ui clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and alone, so no dependency below can pull a different (CUDA) build.
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev]"
+	touch $@
+
+venv: $(STAMP)
+
+## The main job: a 3-point batch-size sweep on the embedded default, logged to ./mlflow.db.
+demo: $(STAMP)
+	$(BIN)/python -m hybridsweep.train -m batch_size=32,128,512
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Only the fast tests (skips end-to-end runs marked slow).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) outputs multirun mlruns mlflow.db .pytest_cache

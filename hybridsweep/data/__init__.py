@@ -1,0 +1,1 @@
+"""Corpora (embedded synthetic and real benchmarks), training pairs and the Lightning data module."""

@@ -1,0 +1,118 @@
+"""The one in-memory shape every retrieval corpus takes: parallel questions and candidate sentences.
+
+A *parallel QA corpus* holds questions in several languages and candidate sentences in several
+languages. Questions that share an ``id`` are translations of each other; a candidate is relevant
+to a question when the question's ``id`` is among the candidate's ``answer_ids``. This is the
+LAReQA structure (XQuAD-R, MLQA-R), and the embedded synthetic generator produces it too, so the
+training-pair builder, the scale selection and the evaluation serve both.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    lang: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    lang: str
+    text: str
+    answer_ids: tuple[str, ...]
+    """Ids of the questions this sentence answers (empty for a distractor)."""
+
+
+@dataclass
+class ParallelQA:
+    """A named parallel QA corpus: questions plus the candidate sentences that answer them."""
+
+    name: str
+    questions: list[Question]
+    candidates: list[Candidate]
+    stats: dict[str, int] = field(default_factory=dict)
+    """Construction counts worth reporting (for LAReQA: answers dropped across sentence breaks)."""
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({q.lang for q in self.questions} | {c.lang for c in self.candidates})
+
+    @property
+    def question_ids(self) -> list[str]:
+        """Distinct question ids in first-seen order (deterministic for a given corpus)."""
+        return list(dict.fromkeys(q.id for q in self.questions))
+
+    def texts(self) -> list[str]:
+        """Every question and candidate text (e.g. to train a tokenizer on)."""
+        return [q.text for q in self.questions] + [c.text for c in self.candidates]
+
+    def select_ids(self, keep: set[str]) -> "ParallelQA":
+        """The sub-corpus of the questions in ``keep``; candidates are kept only as answers of them."""
+        questions = [q for q in self.questions if q.id in keep]
+        candidates = [
+            Candidate(c.lang, c.text, tuple(i for i in c.answer_ids if i in keep))
+            for c in self.candidates
+        ]
+        return ParallelQA(self.name, questions, [c for c in candidates if c.answer_ids], self.stats)
+
+
+def nested_subset_ids(ids: list[str], scale: float, seed: int) -> list[str]:
+    """The first ``scale`` of ``ids`` after one fixed shuffle, so smaller scales nest in larger.
+
+    ``scale`` in (0, 1] is a fraction of the ids; ``scale`` > 1 is an absolute count of ids. The
+    shuffle depends only on ``seed`` and the sorted ids, never on the scale, which makes the subset
+    at scale ``s`` a prefix (and so a subset) of the subset at any ``s' > s``.
+    """
+    ordered = sorted(ids)
+    if scale <= 0:
+        raise ValueError(f"data.scale must be > 0, got {scale}")
+    count = round(scale * len(ordered)) if scale <= 1 else int(scale)
+    if scale > 1 and scale != int(scale):
+        raise ValueError(f"data.scale > 1 is a count of question ids and must be whole, got {scale}")
+    if count > len(ordered):
+        raise ValueError(f"data.scale={scale} asks for {count} question ids, the corpus has {len(ordered)}")
+    permutation = np.random.default_rng(seed).permutation(len(ordered))
+    return [ordered[i] for i in permutation[: max(count, 1)]]
+
+
+def training_pairs(corpus: ParallelQA) -> datasets.Dataset:
+    """All (question, answer sentence) pairs of a corpus, as an Arrow-backed ``datasets.Dataset``.
+
+    For a question id with questions in languages Q and answer sentences in languages P, every
+    (q in Q, p in P) combination is one pair; it is *monolingual* when the two languages are equal
+    and *cross-lingual* otherwise. Distractor candidates (no answer id) never form a pair.
+    """
+    answers: dict[str, list[Candidate]] = defaultdict(list)
+    for candidate in corpus.candidates:
+        for qid in candidate.answer_ids:
+            answers[qid].append(candidate)
+    rows: dict[str, list] = {"qid": [], "q_lang": [], "p_lang": [], "question": [], "passage": []}
+    for question in corpus.questions:
+        for candidate in answers.get(question.id, ()):
+            rows["qid"].append(question.id)
+            rows["q_lang"].append(question.lang)
+            rows["p_lang"].append(candidate.lang)
+            rows["question"].append(question.text)
+            rows["passage"].append(candidate.text)
+    pairs = datasets.Dataset.from_dict(rows)
+    return pairs.add_column("is_mono", [q == p for q, p in zip(rows["q_lang"], rows["p_lang"])])
+
+
+def ensure_disjoint(train: ParallelQA, evaluation: ParallelQA) -> None:
+    """Refuse a zero-shot evaluation on data the model was trained on."""
+    if train.name == evaluation.name:
+        raise ValueError(f"refusing to evaluate on the training corpus {train.name!r}: zero-shot needs another set")
+    shared = set(train.question_ids) & set(evaluation.question_ids)
+    if shared:
+        raise ValueError(
+            f"the evaluation corpus {evaluation.name!r} shares {len(shared)} question ids with the "
+            f"training corpus {train.name!r} (e.g. {sorted(shared)[0]!r})"
+        )

@@ -1,0 +1,1 @@
+"""Builders of :class:`hybridsweep.model.TextEncoder` objects, one module per family of initializer."""

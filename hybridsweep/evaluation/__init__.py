@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: encoding, exact search and the LAReQA retrieval metrics."""

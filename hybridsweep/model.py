@@ -1,0 +1,102 @@
+"""The dual encoder: one shared tower for questions and passages, and its Lightning module."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from hybridsweep.losses import InfoNCELoss
+
+Role = Literal["query", "passage"]
+
+
+class TextEncoder(nn.Module):
+    """A transformer backbone, its tokenizer and a pooling rule: texts in, unit vectors out.
+
+    ``pooling`` is ``mean`` (average of the last hidden states over non-padding tokens) or ``cls``
+    (the first token's state). ``query_prefix``/``passage_prefix`` are prepended to the texts of
+    each role (e5 uses ``"query: "``/``"passage: "``), so one tower serves both roles.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        pooling: Literal["mean", "cls"] = "mean",
+        query_prefix: str = "",
+        passage_prefix: str = "",
+        max_length: int = 128,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"model.pooling must be 'mean' or 'cls', got {pooling!r}")
+        self.backbone, self.tokenizer, self.name = backbone, tokenizer, name
+        self.pooling, self.max_length, self.normalize = pooling, max_length, normalize
+        self.prefixes = {"query": query_prefix, "passage": passage_prefix}
+
+    def tokenize(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
+        prefix = self.prefixes[role]
+        return dict(self.tokenizer(
+            [prefix + t for t in texts], padding=True, truncation=True,
+            max_length=self.max_length, return_tensors="pt",
+        ))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+class DualEncoderModule(L.LightningModule):
+    """Trains a :class:`TextEncoder` with an in-batch-negative contrastive loss.
+
+    Optimiser: AdamW (no weight decay on biases and layer norms) with linear warm-up over
+    ``warmup_ratio`` of the training steps, then linear decay to zero. Gradient clipping and
+    precision are the Trainer's (``trainer.gradient_clip_val``, ``trainer.precision``).
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        loss: nn.Module | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.loss = loss if loss is not None else InfoNCELoss()
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        questions = self.encoder(**batch["query"])
+        passages = self.encoder(**batch["passage"])
+        loss = self.loss(questions, passages)
+        self.log("train/loss", loss, prog_bar=True, batch_size=questions.shape[0])
+        self.log("train/mono_batch_share", float(batch["is_mono"]), batch_size=questions.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, parameter in self.encoder.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> float:
     ensure_disjoint(corpus, eval_corpus)
     encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
     datamodule = PairDataModule(
-        corpus, encoder, cfg.batch_size, cfg.sampling.strategy, cfg.sampling.mix_ratio,
+        corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
         scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
     )
     module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim)
@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> float:
     tracker = RunTracker(cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name, tags)
     try:
         tracker.log_params({
-            **flatten(OmegaConf.to_container(cfg, resolve=True)),
+            **flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
             "model.name": encoder.name,
             "data.train_corpus": corpus.name,
             "eval.corpus_name": eval_corpus.name,

@@ -22,14 +22,14 @@ def encode_texts(
     encoder.eval()
     device = next(encoder.parameters()).device
     order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.empty((len(texts), 0), dtype=np.float32)
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc=desc or f"encode {role} texts", leave=False):
         batch = [texts[i] for i in order[start : start + batch_size]]
         inputs = {k: v.to(device) for k, v in encoder.tokenize(batch, role).items()}
         chunks.append(encoder(**inputs).float().cpu().numpy())
     encoder.train(was_training)
-    if chunks:
-        out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
-        out[order] = np.concatenate(chunks)
-    return out
+    if not chunks:
+        return np.empty((0, 0), dtype=np.float32)
+    embeddings = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+    embeddings[order] = np.concatenate(chunks)
+    return embeddings

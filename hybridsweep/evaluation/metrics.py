@@ -6,7 +6,8 @@ rank of a relevant candidate c for query q is
     rank(q, c) = 1 + |{c' in pool : s(q, c') > s(q, c)}|
 
 which costs one comparison per pool item and relevant candidate, with no sort of the pool.
-Ties are counted in the candidate's favour (rare with continuous scores).
+A relevant candidate tied with non-relevant ones is counted in its favour; relevant candidates
+tied with each other take consecutive positions (ties are rare with continuous scores).
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray]) -> list[np.nd
         valid[i, : len(r)] = True
     relevant_scores = scores[rows, positions]
     above = (scores[:, None, :] > relevant_scores[:, :, None]).sum(-1)
-    return [np.sort(above[i, valid[i]] + 1) for i in range(len(relevant))]
+    ranks = []
+    for i in range(len(relevant)):
+        first_free = np.sort(above[i, valid[i]]) + 1
+        # Relevant candidates tied with each other still take distinct, consecutive positions.
+        offsets = np.arange(len(first_free))
+        ranks.append(np.maximum.accumulate(first_free - offsets) + offsets)
+    return ranks
 
 
 def average_precision(ranks: np.ndarray, k: int | None = None) -> float:

@@ -1,0 +1,82 @@
+"""Side-by-side table and curve of one sweep's runs, read from MLflow (never re-trains).
+
+    python pipelines/sweep_table.py                       # the latest sweep of the experiment
+    python pipelines/sweep_table.py --sweep multirun/2026-11-25/20-30-00 --axis batch_size
+
+Writes ``reports/sweep_table.{md,csv}`` and ``reports/sweep_table.png`` (each retrieval setting's
+mAP against the swept axis, the untrained model's as a dashed reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+
+SETTINGS = ("monolingual", "crosslingual", "multilingual")
+
+
+def sweep_runs(experiment: str, sweep: str | None) -> pd.DataFrame:
+    """The finished runs of ``sweep`` (default: the most recent sweep) in ``experiment``."""
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
+    if runs.empty or "tags.sweep" not in runs:
+        raise SystemExit(f"no finished sweep runs in experiment {experiment!r} at {mlflow.get_tracking_uri()}")
+    if sweep is None:
+        sweep = runs.sort_values("start_time")["tags.sweep"].dropna().iloc[-1]
+    selected = runs[runs["tags.sweep"] == sweep]
+    if selected.empty:
+        raise SystemExit(f"no finished runs with tag sweep={sweep!r}; known: {sorted(runs['tags.sweep'].dropna().unique())}")
+    return selected
+
+
+def summary_table(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
+    columns = {f"metrics.{prefix}map_full/{s}": f"{prefix}{s}" for prefix in ("init/", "") for s in SETTINGS}
+    table = runs[[f"params.{axis}", *columns]].rename(columns={f"params.{axis}": axis, **columns})
+    numeric = pd.to_numeric(table[axis], errors="coerce")
+    if numeric.notna().all():
+        table[axis] = numeric
+    return table.sort_values(axis).reset_index(drop=True)
+
+
+def plot(table: pd.DataFrame, axis: str) -> plt.Figure:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for setting, colour in zip(SETTINGS, ("tab:blue", "tab:orange", "tab:green")):
+        axes.plot(table[axis], table[setting], "o-", color=colour, label=f"{setting} (trained)")
+        axes.plot(table[axis], table[f"init/{setting}"], "--", color=colour, alpha=0.5, label=f"{setting} (initial)")
+    if pd.api.types.is_numeric_dtype(table[axis]):
+        axes.set_xscale("log", base=2)
+    axes.set_xlabel(axis)
+    axes.set_ylabel("mAP (full ranking)")
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="hybridsweep")
+    parser.add_argument("--sweep", help="value of the runs' `sweep` tag (default: the latest sweep)")
+    parser.add_argument("--axis", default="batch_size", help="swept param on the x axis")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+
+    table = summary_table(sweep_runs(args.experiment, args.sweep), args.axis)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "sweep_table.csv", index=False, float_format="%.4f")
+    (args.out / "sweep_table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    plot(table, args.axis).savefig(args.out / "sweep_table.png", dpi=120)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from hybridsweep.schema import ConfigError, validate
+from hybridsweep.train import config_dir
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_default_config_is_valid():
+    typed = validate(_compose())
+    assert typed.sampling.strategy.value == "hybrid" and typed.batch_size > 0
+
+
+@pytest.mark.parametrize(
+    "override,key,allowed",
+    [
+        ("batch_size=0", "batch_size", "integer > 0"),
+        ("sampling.mix_ratio=1.5", "sampling.mix_ratio", "[0, 1]"),
+        ("sampling.mix_ratio=often", "sampling.mix_ratio", "'auto'"),
+        ("data.scale=-1", "data.scale", "fraction"),
+        ("loss.temperature=0", "loss.temperature", "> 0"),
+        ("+model.num_layerz=3", "model.num_layerz", "num_layers"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as error:
+        validate(_compose(override))
+    assert key in str(error.value) and allowed in str(error.value)
+
+
+def test_unknown_strategy_fails_at_composition_with_the_choices():
+    with pytest.raises((ConfigCompositionException, ValidationError)) as error:
+        _compose("sampling.strategy=foo")
+    message = str(error.value) + str(error.value.__cause__)
+    assert "sampling.strategy" in message and "hybrid" in message
+
+
+def test_unknown_top_level_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        _compose("sampling.ratio=0.3")

@@ -76,22 +76,35 @@ class PoolBatches(Generic[Item]):
         return batch
 
 
-class HybridBatches:
-    """The batch-type logic shared by in-memory and streamed data: one type draw per step.
+def step_types(mix_ratio: float, rng: np.random.Generator, start: int = 0, stride: int = 1) -> Iterator[bool]:
+    """Whether steps ``start``, ``start + stride``, ... are monolingual.
 
-    Step s is monolingual when the s-th uniform draw of ``type_rng`` is below ``mix_ratio``; its
-    batch is then the next batch of the ``mono`` stream, else of the ``cross`` stream.
+    Step s is monolingual when the s-th uniform draw of ``rng`` is below ``mix_ratio``. Draws of
+    steps that are skipped are jumped over (PCG64 ``advance``: one 64-bit output per double), so a
+    process that serves every ``stride``-th step, or resumes at step ``start``, sees exactly the
+    types of one sequential stream.
+    """
+    position = 0
+    step = start
+    while True:
+        rng.bit_generator.advance(step - position)
+        yield bool(rng.random() < mix_ratio)
+        position, step = step + 1, step + stride
+
+
+class HybridBatches:
+    """The batch-type logic shared by in-memory and streamed data.
+
+    For each step it takes the step's type from ``types`` (see :func:`step_types`) and returns the
+    next batch of the ``mono`` or the ``cross`` pool stream.
     """
 
-    def __init__(self, mono: PoolBatches, cross: PoolBatches, mix_ratio: float, type_rng: np.random.Generator):
+    def __init__(self, mono: PoolBatches, cross: PoolBatches, types: Iterator[bool]):
         self.streams = {True: mono, False: cross}
-        self.mix_ratio, self.type_rng = mix_ratio, type_rng
-
-    def next_type(self) -> bool:
-        return bool(self.type_rng.random() < self.mix_ratio)
+        self.types = types
 
     def next_batch(self) -> tuple[bool, list]:
-        is_mono = self.next_type()
+        is_mono = next(self.types)
         return is_mono, self.streams[is_mono].next_batch()
 
 
@@ -172,7 +185,7 @@ class HybridBatchSampler(Sampler[list[int]]):
         batches = HybridBatches(
             PoolBatches(lambda: mono_rng.permutation(self.mono).tolist(), key, self.batch_size),
             PoolBatches(lambda: cross_rng.permutation(self.cross).tolist(), key, self.batch_size),
-            self.mix_ratio, type_rng,
+            step_types(self.mix_ratio, type_rng),
         )
         for _ in range(self.steps_per_epoch):
             yield rank_slice(batches.next_batch()[1], self.rank, self.world_size)

@@ -160,3 +160,13 @@ def test_resumed_run_continues_where_it_stopped(shards, tmp_path, workers):
     resumed = _run(shards, tmp_path / "resumed", total, workers, ckpt_path=str(checkpoint))
     assert [s for s, _ in whole] == list(range(total))
     assert resumed == whole[stop:]
+
+
+def test_bad_shard_directory_and_too_many_readers_are_named(shards, tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json not found"):
+        StreamedPairBatches(tmp_path, collate_ids, BATCH)
+    stream = StreamedPairBatches(shards, collate_ids, BATCH, world_size=8)  # 4 shards per pool, 8 readers
+    with pytest.raises(ValueError, match="fewer than the 8 readers"):
+        next(iter(ResumableLoader(stream)))
+    with pytest.raises(ValueError, match="multiple of the 5 training processes"):
+        StreamedPairBatches(shards, collate_ids, BATCH, world_size=5)

@@ -137,13 +137,13 @@ class StreamedPairBatches(IterableDataset):
         return self.steps_per_epoch
 
     def lane_files(self, pool: str, lane: int, lanes: int) -> list[str]:
-        files = [s["path"] for s in self.shards[pool]][lane::lanes]
-        if not files and pool in self.used_pools:
+        # Every reader needs a shard of each pool it draws from, or its rank's batches would stop.
+        if len(self.shards[pool]) < lanes and pool in self.used_pools:
             raise ValueError(
                 f"the {pool}-lingual pool has {len(self.shards[pool])} shards at this data.scale, fewer than "
                 f"the {lanes} readers (ranks x dataloader workers): write smaller shards or use fewer workers"
             )
-        return files
+        return [s["path"] for s in self.shards[pool]][lane::lanes]
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()

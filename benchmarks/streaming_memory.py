@@ -48,7 +48,7 @@ def stream(root: str, pairs: int, batch_size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("roots", nargs="+")
+    parser.add_argument("roots", nargs="*")
     parser.add_argument("--pairs", type=int)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--one", help=argparse.SUPPRESS)

@@ -161,6 +161,15 @@ def test_resumed_run_continues_where_it_stopped(shards, tmp_path, workers):
     assert resumed == whole[stop:]
 
 
+def test_resuming_with_other_readers_is_refused(shards):
+    loader = ResumableLoader(StreamedPairBatches(shards, collate_ids, BATCH, seed=SEED))
+    next(iter(loader))
+    other = ResumableLoader(StreamedPairBatches(shards, collate_ids, BATCH, seed=SEED), num_workers=2)
+    other.load_state_dict(loader.state_dict())
+    with pytest.raises(ValueError, match="written by 1 ranks x 1 dataloader workers"):
+        next(iter(other))
+
+
 def test_bad_shard_directory_and_too_many_readers_are_named(shards, tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json not found"):
         StreamedPairBatches(tmp_path, collate_ids, BATCH)

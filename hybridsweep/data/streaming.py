@@ -148,6 +148,12 @@ class StreamedPairBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        readers = [self.world_size, workers]
+        if self.start.get("readers", readers) != readers:
+            raise ValueError(
+                f"the saved data position was written by {self.start['readers'][0]} ranks x "
+                f"{self.start['readers'][1]} dataloader workers; resume with the same, not {readers[0]} x {readers[1]}"
+            )
         first = self.start["step"]
         end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
         # The worker that serves step `first` is worker 0 (the loader asks workers in turn).
@@ -167,7 +173,7 @@ class StreamedPairBatches(IterableDataset):
         for step in range(first + worker_id, end, workers):
             is_mono, rows = batches.next_batch()
             batch = self.collate([dict(row, is_mono=is_mono) for row in rows])
-            batch["position"] = {"step": step + 1, "lane": str(lane), "state": {
+            batch["position"] = {"step": step + 1, "readers": readers, "lane": str(lane), "state": {
                 pool: {"position": copy.deepcopy(pools[pool].position), "deferred": list(streams[pool].deferred)}
                 for pool in POOLS
             }}
@@ -191,7 +197,7 @@ class ResumableLoader(DataLoader):
         for batch in super().__iter__():
             position = batch.pop("position")
             lanes = dict(self.position["lanes"], **{position["lane"]: position["state"]})
-            self.position = {"step": position["step"], "lanes": lanes}
+            self.position = {"step": position["step"], "readers": position["readers"], "lanes": lanes}
             yield batch
 
     def state_dict(self) -> dict:

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from hybridsweep.distributed import gather_with_grad
+from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
 
 Role = Literal["query", "passage"]
@@ -64,6 +66,11 @@ class DualEncoderModule(L.LightningModule):
     Optimiser: AdamW (no weight decay on biases and layer norms) with linear warm-up over
     ``warmup_ratio`` of the training steps, then linear decay to zero. Gradient clipping and
     precision are the Trainer's (``trainer.gradient_clip_val``, ``trainer.precision``).
+
+    The batch a step receives is this rank's slice of the global contrastive batch; embeddings are
+    gathered from all ranks (:func:`gather_with_grad`) before the loss. With ``mini_batch_size``
+    set, the encoder sees that many rows at a time and gradients are cached
+    (:mod:`hybridsweep.gradcache`); the gradients are those of the uncached loss.
     """
 
     def __init__(
@@ -73,18 +80,28 @@ class DualEncoderModule(L.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        mini_batch_size: int | None = None,
     ):
         super().__init__()
+        self.mini_batch_size = mini_batch_size
         self.encoder = encoder
         self.loss = loss if loss is not None else InfoNCELoss()
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
 
+    def global_loss(self, questions: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+        """The loss over the embeddings of every rank's slice of the batch."""
+        return self.loss(gather_with_grad(questions), gather_with_grad(passages))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        questions = self.encoder(**batch["query"])
-        passages = self.encoder(**batch["passage"])
-        loss = self.loss(questions, passages)
-        self.log("train/loss", loss, prog_bar=True, batch_size=questions.shape[0])
-        self.log("train/mono_batch_share", float(batch["is_mono"]), batch_size=questions.shape[0])
+        if self.mini_batch_size is None:
+            rows = batch["query"]["input_ids"].shape[0]
+            loss = self.global_loss(self.encoder(**batch["query"]), self.encoder(**batch["passage"]))
+        else:
+            loss, rows = cached_contrastive_loss(
+                self.encoder, batch["query"], batch["passage"], self.global_loss, self.mini_batch_size
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        self.log("train/mono_batch_share", float(batch["is_mono"]), batch_size=rows)
         return loss
 
     def configure_optimizers(self):

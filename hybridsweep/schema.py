@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
@@ -54,6 +54,10 @@ class DataConfig:
     """A fraction in (0, 1] of the question ids, or a count (> 1) of them; nested across values."""
     subset_seed: int = 0
     num_workers: int = 0
+    shards: Optional[str] = None
+    """A shard directory (``python -m hybridsweep.data.shards``) to stream the training pairs from
+    instead of building them from ``corpus`` in memory; ``corpus`` then only trains the tokenizer.
+    ``scale`` selects a prefix of the shards' question-id order (``subset_seed`` is not used)."""
 
     def __post_init__(self) -> None:
         _require(self.scale > 0, "data.scale", "a fraction in (0, 1] or a whole count > 1", self.scale)
@@ -107,7 +111,9 @@ class TrackingConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 128
-    """Contrastive batch size: pairs per step, i.e. in-batch negatives plus one."""
+    """Contrastive batch size: pairs per step over all devices, i.e. in-batch negatives plus one."""
+    mini_batch_size: Optional[int] = None
+    """Rows the encoder takes at once under gradient caching; ``null`` encodes the batch whole."""
     seed: int = 0
     cache_dir: str = "~/.cache/hybridsweep"
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,6 +127,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)
+        _require(self.mini_batch_size is None or self.mini_batch_size > 0, "mini_batch_size",
+                 "null or an integer > 0", self.mini_batch_size)
 
 
 def register_configs() -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.data.parallel_qa import ensure_disjoint
+from hybridsweep.data.streaming import StreamingDataModule
 from hybridsweep.evaluation.retrieval import RetrievalResult, evaluate_encoder
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.schema import register_configs, validate
@@ -64,11 +65,17 @@ def train(cfg: DictConfig) -> float:
     eval_corpus = instantiate(cfg.eval.corpus)
     ensure_disjoint(corpus, eval_corpus)
     encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
-    datamodule = PairDataModule(
-        corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-        scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
-    )
-    module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim)
+    if cfg.data.shards:
+        datamodule = StreamingDataModule(
+            cfg.data.shards, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
+            scale=cfg.data.scale, seed=cfg.seed, num_workers=cfg.data.num_workers,
+        )
+    else:
+        datamodule = PairDataModule(
+            corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
+            scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
+        )
+    module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim, mini_batch_size=cfg.mini_batch_size)
 
     tracker = RunTracker(cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name, tags)
     try:

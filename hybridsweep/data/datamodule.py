@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from hybridsweep.data.parallel_qa import ParallelQA, nested_subset_ids, training_pairs
 from hybridsweep.model import TextEncoder
-from hybridsweep.sampling import HybridBatchSampler
+from hybridsweep.sampling import HybridBatchSampler, check_divisible
 
 
 class PairCollator:
@@ -66,6 +66,10 @@ class PairDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None:
+            # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
+            self.sampler.rank, self.sampler.world_size = self.trainer.global_rank, self.trainer.world_size
+            check_divisible(self.sampler.batch_size, self.sampler.world_size)
         return DataLoader(
             self.pairs, batch_sampler=self.sampler, collate_fn=self.collator,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,

@@ -64,6 +64,18 @@ class ParallelQA:
         return ParallelQA(self.name, questions, [c for c in candidates if c.answer_ids], self.stats)
 
 
+def scale_count(total: int, scale: float) -> int:
+    """How many of ``total`` items ``data.scale`` selects: a fraction in (0, 1] or a whole count."""
+    if scale <= 0:
+        raise ValueError(f"data.scale must be > 0, got {scale}")
+    if scale > 1 and scale != int(scale):
+        raise ValueError(f"data.scale > 1 is a count of question ids and must be whole, got {scale}")
+    count = round(scale * total) if scale <= 1 else int(scale)
+    if count > total:
+        raise ValueError(f"data.scale={scale} asks for {count} question ids, the corpus has {total}")
+    return max(count, 1)
+
+
 def nested_subset_ids(ids: list[str], scale: float, seed: int) -> list[str]:
     """The first ``scale`` of ``ids`` after one fixed shuffle, so smaller scales nest in larger.
 
@@ -72,15 +84,9 @@ def nested_subset_ids(ids: list[str], scale: float, seed: int) -> list[str]:
     at scale ``s`` a prefix (and so a subset) of the subset at any ``s' > s``.
     """
     ordered = sorted(ids)
-    if scale <= 0:
-        raise ValueError(f"data.scale must be > 0, got {scale}")
-    count = round(scale * len(ordered)) if scale <= 1 else int(scale)
-    if scale > 1 and scale != int(scale):
-        raise ValueError(f"data.scale > 1 is a count of question ids and must be whole, got {scale}")
-    if count > len(ordered):
-        raise ValueError(f"data.scale={scale} asks for {count} question ids, the corpus has {len(ordered)}")
+    count = scale_count(len(ordered), scale)
     permutation = np.random.default_rng(seed).permutation(len(ordered))
-    return [ordered[i] for i in permutation[: max(count, 1)]]
+    return [ordered[i] for i in permutation[:count]]
 
 
 def training_pairs(corpus: ParallelQA) -> datasets.Dataset:

@@ -1,0 +1,126 @@
+"""Gradient caching equals the uncached loss's gradients (Gao et al. 2021), inside Lightning too."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from hybridsweep.data.datamodule import PairCollator
+from hybridsweep.data.parallel_qa import training_pairs
+from hybridsweep.data.synthetic import generate
+from hybridsweep.encoders.tiny import tiny_bert
+from hybridsweep.gradcache import cached_contrastive_loss
+from hybridsweep.losses import InfoNCELoss
+from hybridsweep.model import DualEncoderModule
+
+BATCH, MINI = 64, 8
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    corpus = generate(n_people=40, languages=["en", "de", "ru"], seed=3)
+    encoder = tiny_bert(corpus, str(tmp_path_factory.mktemp("cache")), vocab_size=600, hidden_size=32,
+                        num_layers=2, num_heads=2, intermediate_size=64, max_length=24)
+    pairs = training_pairs(corpus).shuffle(seed=0)
+    rows, seen = [], set()
+    for row in pairs:
+        if row["qid"] not in seen:
+            seen.add(row["qid"])
+            rows.append(row)
+        if len(rows) == BATCH:
+            break
+    return encoder, PairCollator(encoder)(rows)
+
+
+def _grads(encoder):
+    return [p.grad.clone() for p in encoder.parameters()]
+
+
+def _uncached(encoder, batch, loss_fn, chunk=None):
+    """Reference: the plain loss with a full graph, encoding ``chunk`` rows at a time if given."""
+    encoder.zero_grad()
+    def encode(inputs):
+        if chunk is None:
+            return encoder(**inputs)
+        total = inputs["input_ids"].shape[0]
+        return torch.cat([encoder(**{k: v[s:s + chunk] for k, v in inputs.items()}) for s in range(0, total, chunk)])
+    loss = loss_fn(encode(batch["query"]), encode(batch["passage"]))
+    loss.backward()
+    return loss.detach(), _grads(encoder)
+
+
+def _cached(encoder, batch, loss_fn):
+    encoder.zero_grad()
+    loss, rows = cached_contrastive_loss(encoder, batch["query"], batch["passage"], loss_fn, MINI)
+    assert rows == BATCH
+    loss.backward()
+    return loss.detach(), _grads(encoder)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_cached_equals_uncached_without_dropout(setup, symmetric):
+    encoder, batch = setup
+    encoder.eval()  # no dropout: the full-batch forward is the reference
+    loss_fn = InfoNCELoss(temperature=0.05, symmetric=symmetric)
+    ref_loss, ref_grads = _uncached(encoder, batch, loss_fn)
+    loss, grads = _cached(encoder, batch, loss_fn)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    assert max(r.abs().max() for r in ref_grads) > 1e-3  # the comparison is not between zeros
+
+
+def test_cached_replays_dropout(setup):
+    """With dropout on, the cached gradients are those of the loss at the first pass's masks."""
+    encoder, batch = setup
+    encoder.train()
+    loss_fn = InfoNCELoss(temperature=0.05)
+    torch.manual_seed(11)
+    ref_loss, ref_grads = _uncached(encoder, batch, loss_fn, chunk=MINI)
+    torch.manual_seed(11)
+    loss, grads = _cached(encoder, batch, loss_fn)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(12)  # other masks give other gradients: dropout is really active here
+    _, other = _uncached(encoder, batch, loss_fn, chunk=MINI)
+    assert any(not torch.allclose(o, r, atol=1e-5) for o, r in zip(other, ref_grads))
+
+
+class _Recorder(L.Callback):
+    """Keeps the (clipped) gradients just before the optimiser step."""
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.grads = [p.grad.clone() for p in module.encoder.parameters()]
+
+
+def _fit_one_step(encoder, batch, mini_batch_size, precision):
+    module = DualEncoderModule(copy.deepcopy(encoder), InfoNCELoss(), lr=1e-3, mini_batch_size=mini_batch_size)
+    recorder = _Recorder()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, precision=precision, gradient_clip_val=0.5,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(module, DataLoader([batch], batch_size=None))
+    return recorder.grads, [p.detach() for p in module.encoder.parameters()]
+
+
+@pytest.mark.parametrize("precision,tolerance", [("32-true", 1e-5), ("bf16-mixed", 3e-2)])
+def test_lightning_step_with_cache_matches_plain_step(setup, precision, tolerance):
+    """Automatic optimisation, clipping, the LR schedule and mixed precision see the same gradients."""
+    encoder, batch = setup
+    encoder = copy.deepcopy(encoder)
+    encoder.backbone.config.hidden_dropout_prob = 0.0
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    plain_grads, plain_params = _fit_one_step(encoder, batch, None, precision)
+    cached_grads, cached_params = _fit_one_step(encoder, batch, MINI, precision)
+    for c, p in zip(cached_grads, plain_grads):
+        torch.testing.assert_close(c, p, atol=tolerance, rtol=tolerance)
+    for c, p in zip(cached_params, plain_params):
+        torch.testing.assert_close(c, p, atol=tolerance, rtol=tolerance)
+    assert any(not torch.equal(a, b) for a, b in zip(plain_params, encoder.parameters()))

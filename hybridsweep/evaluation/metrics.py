@@ -14,8 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray]) -> list[np.ndarray]:
+def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray], sort: bool = True) -> list[np.ndarray]:
     """The 1-based ranks of each query's relevant candidates, sorted ascending.
+
+    With ``sort=False`` the ranks stay aligned with ``relevant`` (to tell which candidate got which).
 
     Args:
         scores: (n_queries, pool_size) similarity of every query to every candidate of the pool.
@@ -32,19 +34,23 @@ def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray]) -> list[np.nd
         valid[i, : len(r)] = True
     relevant_scores = scores[rows, positions]
     above = (scores[:, None, :] > relevant_scores[:, :, None]).sum(-1)
-    return [np.sort(above[i, valid[i]] + 1) for i in range(len(relevant))]
+    ranks = [above[i, valid[i]] + 1 for i in range(len(relevant))]
+    return [np.sort(r) for r in ranks] if sort else ranks
 
 
 def average_precision(ranks: np.ndarray, k: int | None = None) -> float:
     """AP of one query from the sorted ranks of all its relevant candidates.
 
     Full ranking (``k=None``), the LAReQA definition:  AP = 1/R * sum_i i / rank_i, where rank_i
-    is the rank of the i-th best-ranked of the R relevant candidates.
+    is the rank of the i-th best-ranked of the R relevant candidates (``ranks`` sorted ascending).
 
     Truncated (``k``), the XTREME-R definition:  AP@k = 1/min(k, R) * sum_{i: rank_i <= k} i / rank_i.
     """
     if len(ranks) == 0:
         raise ValueError("average precision is undefined for a query without relevant candidates")
+    # Relevant candidates tied with each other share a rank; in the optimistic order they occupy
+    # consecutive positions (rank, rank + 1, ...), which keeps AP <= 1.
+    ranks = ranks + np.arange(len(ranks)) - np.searchsorted(ranks, ranks, side="left")
     precisions = np.arange(1, len(ranks) + 1) / ranks
     if k is None:
         return float(precisions.mean())

@@ -5,7 +5,9 @@ same id, in any language, is relevant. For query language X and candidate langua
 Y's candidates, which gives the language-pair matrix of mAP; its diagonal averages to the
 *monolingual* setting and its off-diagonal cells to the *cross-lingual* setting (means over
 language pairs). The *multilingual* setting pools every language's candidates at once and
-averages over all questions. Questions and candidates are encoded once and shared by all settings.
+averages over all questions, and its rankings give the language-bias measures
+(:mod:`hybridsweep.evaluation.bias`). Questions and candidates are encoded once and shared by all
+settings.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.data.parallel_qa import ParallelQA
+from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, same_language_share
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import average_precision, relevant_ranks
 from hybridsweep.model import TextEncoder
@@ -35,12 +38,12 @@ class RetrievalResult:
 
 
 def _pool_ranks(
-    question_emb: np.ndarray, pool_emb: np.ndarray, relevant: list[np.ndarray]
+    question_emb: np.ndarray, pool_emb: np.ndarray, relevant: list[np.ndarray], sort: bool = True
 ) -> list[np.ndarray]:
     ranks: list[np.ndarray] = []
     for start in range(0, len(question_emb), _QUERY_CHUNK):
         scores = question_emb[start : start + _QUERY_CHUNK] @ pool_emb.T
-        ranks.extend(relevant_ranks(scores, relevant[start : start + _QUERY_CHUNK]))
+        ranks.extend(relevant_ranks(scores, relevant[start : start + _QUERY_CHUNK], sort))
     return ranks
 
 
@@ -65,8 +68,8 @@ def evaluate_embeddings(
     metrics: dict[str, float] = {}
     pair_map = pd.DataFrame(np.nan, index=pd.Index(languages, name="query"), columns=pd.Index(languages, name="candidates"))
 
-    def setting(question_rows: np.ndarray, pool_rows: np.ndarray):
-        """APs (full and @k) of the questions that have a relevant candidate in the pool."""
+    def setting(question_rows: np.ndarray, pool_rows: np.ndarray, sort: bool = True):
+        """Ranks of the relevant candidates of the questions that have one in the pool."""
         position = {c: p for p, c in enumerate(pool_rows)}
         relevant = [
             np.array([position[c] for c in by_qid[corpus.questions[q].id] if c in position], dtype=np.int64)
@@ -74,13 +77,13 @@ def evaluate_embeddings(
         ]
         answered = np.array([len(r) > 0 for r in relevant], dtype=bool)
         rows = question_rows[answered]
-        ranks = _pool_ranks(question_emb[rows], candidate_emb[pool_rows], [r for r, a in zip(relevant, answered) if a])
-        return rows, relevant, answered, ranks
+        relevant = [r for r, a in zip(relevant, answered) if a]
+        return rows, relevant, _pool_ranks(question_emb[rows], candidate_emb[pool_rows], relevant, sort)
 
     for x in languages:
         x_rows = np.flatnonzero(q_langs == x)
         for y in languages:
-            _, _, _, ranks = setting(x_rows, np.flatnonzero(c_langs == y))
+            _, _, ranks = setting(x_rows, np.flatnonzero(c_langs == y))
             if ranks:
                 pair_map.loc[x, y] = np.mean([average_precision(r) for r in ranks])
                 metrics[f"map_full/pair/{x}-{y}"] = float(pair_map.loc[x, y])
@@ -95,14 +98,20 @@ def evaluate_embeddings(
 
     all_questions = np.arange(len(corpus.questions))
     all_candidates = np.arange(len(corpus.candidates))
-    rows, relevant, answered, ranks = setting(all_questions, all_candidates)
+    rows, relevant, aligned_ranks = setting(all_questions, all_candidates, sort=False)
+    ranks = [np.sort(r) for r in aligned_ranks]
     metrics["map_full/multilingual"] = float(np.mean([average_precision(r) for r in ranks]))
     metrics[f"map_at_{top_k}/multilingual"] = float(np.mean([average_precision(r, top_k) for r in ranks]))
     hits = _top_k(question_emb[rows], candidate_emb, top_k)
-    relevant_sets = [set(r.tolist()) for r, a in zip(relevant, answered) if a]
     metrics[f"recall_at_{top_k}/multilingual"] = float(np.mean([
-        len(relevant_sets[i] & set(hits[i].tolist())) / len(relevant_sets[i]) for i in range(len(rows))
+        np.isin(r, hit).sum() / len(r) for r, hit in zip(relevant, hits)
     ]))
+    metrics["bias/rank_distance"] = rank_distance(ranks)
+    metrics["bias/same_lang_rank_gap"] = same_language_rank_gap(aligned_ranks, [c_langs[r] for r in relevant], q_langs[rows])
+    share, pool_share = same_language_share(hits, c_langs, q_langs[rows])
+    metrics[f"bias/same_lang_share_at_{top_k}"] = share
+    metrics["bias/same_lang_pool_share"] = pool_share
+    metrics[f"bias/same_lang_excess_at_{top_k}"] = share - pool_share
     metrics["eval/questions"] = float(len(rows))
     metrics["eval/candidates"] = float(len(all_candidates))
     return RetrievalResult(metrics, pair_map)

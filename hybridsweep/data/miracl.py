@@ -47,10 +47,14 @@ def load_miracl(lang: str, split: str = "dev", root: str = MIRACL_HUB_ROOT) -> M
     """Queries, qrels and passage corpus of one MIRACL language."""
     base = f"{root.rstrip('/')}/miracl/miracl-v1.0-{lang}"
     tsv = dict(delimiter="\t", quoting=3)  # queries hold quotes: read every field verbatim
+
+    def columns(*names: str) -> dict:
+        return dict(column_names=list(names), features=datasets.Features({n: datasets.Value("string") for n in names}))
+
     topics = _load("csv", f"{base}/topics/topics.miracl-v1.0-{lang}-{split}.tsv", "topics",
-                   column_names=["qid", "query"], dtype=str, **tsv)
+                   **columns("qid", "query"), **tsv)
     judgements = _load("csv", f"{base}/qrels/qrels.miracl-v1.0-{lang}-{split}.tsv", "qrels",
-                       column_names=["qid", "iteration", "docid", "relevance"], dtype=str, **tsv)
+                       **columns("qid", "iteration", "docid", "relevance"), **tsv)
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     for row in judgements:
         qrels[row["qid"]][row["docid"]] = int(row["relevance"])

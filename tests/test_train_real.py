@@ -22,10 +22,10 @@ def _config(shared_data_dir, *overrides):
 def test_train_mlqa_r_evaluate_xquad_r(shared_data_dir, isolated_env):
     cfg = _config(
         shared_data_dir, "data=mlqa_r", "eval=xquad_r",
-        # Two languages and 40 question ids keep this short; the configs default to everything.
-        "data.corpus.languages=[en,de]", "data.scale=40", "eval.corpus.languages=[en,de]",
+        # Two languages and 120 question ids keep this short; the configs default to everything.
+        "data.corpus.languages=[en,de]", "data.scale=120", "eval.corpus.languages=[en,de]",
         "eval.extra.tatoeba.languages=[de]", "eval.before_training=false",
-        "trainer.max_epochs=1", "batch_size=16", "model.num_layers=1",
+        "trainer.max_epochs=1", "batch_size=8", "model.num_layers=1",
     )
     train(cfg)
     client = MlflowClient()

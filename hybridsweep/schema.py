@@ -96,6 +96,8 @@ class EvalConfig:
     top_k: int = 20
     before_training: bool = True
     """Also evaluate the initial model, logged under the ``init/`` prefix."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further suites by name, each a ``_target_`` node (e.g. Tatoeba, MIRACL; see evaluation/suites.py)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "eval.batch_size", "an integer > 0", self.batch_size)

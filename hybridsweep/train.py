@@ -22,6 +22,8 @@ from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.data.parallel_qa import ensure_disjoint
 from hybridsweep.data.streaming import StreamingDataModule
 from hybridsweep.evaluation.retrieval import RetrievalResult, evaluate_encoder
+from hybridsweep.evaluation.suites import EvalSuite
+from hybridsweep.model import TextEncoder
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.schema import register_configs, validate
 from hybridsweep.tracking import RunTracker, flatten
@@ -55,6 +57,16 @@ def _log_result(tracker: RunTracker, result: RetrievalResult, prefix: str, step:
     tracker.log_matrix(result.pair_map, "map_full_pairs", f"mAP by language pair ({folder or 'trained'})", folder)
 
 
+def _log_suites(tracker: RunTracker, suites: dict[str, EvalSuite], encoder: TextEncoder, batch_size: int,
+                prefix: str, step: int) -> None:
+    """Evaluate every ``eval.extra`` suite and log it under ``<prefix><key>/``."""
+    for key, suite in suites.items():
+        result = suite.evaluate(encoder, batch_size)
+        tracker.log_metrics(result.metrics, step=step, prefix=f"{prefix}{key}/")
+        for name, matrix in result.matrices.items():
+            tracker.log_matrix(matrix, name, f"{key} {name} ({prefix.rstrip('/') or 'trained'})", f"{prefix}{key}")
+
+
 def train(cfg: DictConfig) -> float:
     """Validate, build, train, evaluate and log one point; returns its multilingual mAP."""
     validate(cfg)
@@ -64,6 +76,7 @@ def train(cfg: DictConfig) -> float:
     corpus = instantiate(cfg.data.corpus)
     eval_corpus = instantiate(cfg.eval.corpus)
     ensure_disjoint(corpus, eval_corpus)
+    extra_suites: dict[str, EvalSuite] = {key: instantiate(node) for key, node in cfg.eval.extra.items()}
     encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
     if cfg.data.shards:
         datamodule = StreamingDataModule(
@@ -90,6 +103,7 @@ def train(cfg: DictConfig) -> float:
         eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k)
         if cfg.eval.before_training:
             _log_result(tracker, evaluate_encoder(encoder, eval_corpus, **eval_args), "init/", step=0)
+            _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "init/", step=0)
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             logger=tracker.lightning_logger(),
@@ -99,6 +113,7 @@ def train(cfg: DictConfig) -> float:
         trainer.fit(module, datamodule=datamodule)
         result = evaluate_encoder(encoder, eval_corpus, **eval_args)
         _log_result(tracker, result, "", step=trainer.global_step)
+        _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "", step=trainer.global_step)
     except BaseException as error:
         tracker.log_text(traceback.format_exc(), "traceback.txt")
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

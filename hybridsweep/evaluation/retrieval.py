@@ -5,7 +5,14 @@ same id, in any language, is relevant. For query language X and candidate langua
 Y's candidates, which gives the language-pair matrix of mAP; its diagonal averages to the
 *monolingual* setting and its off-diagonal cells to the *cross-lingual* setting (means over
 language pairs). The *multilingual* setting pools every language's candidates at once and
-averages over all questions. Questions and candidates are encoded once and shared by all settings.
+averages over all questions, and its rankings give the language-bias measures
+(:mod:`hybridsweep.evaluation.bias`).
+
+Questions and candidates are encoded once and shared by all settings, and so is the search: each
+question is scored once against the multilingual pool (candidates grouped by language), and one
+pass of comparisons yields every relevant candidate's rank in the whole pool and in its own
+language's pool, which is its rank in the language pair's setting. The top k come from the same
+scores.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import pandas as pd
+import torch
 
 from hybridsweep.data.parallel_qa import ParallelQA
+from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, same_language_share
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.metrics import average_precision, relevant_ranks
+from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisions, pad_rows
 from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
@@ -34,21 +42,19 @@ class RetrievalResult:
     """mAP (full ranking) with query languages as rows and candidate languages as columns."""
 
 
-def _pool_ranks(
-    question_emb: np.ndarray, pool_emb: np.ndarray, relevant: list[np.ndarray]
-) -> list[np.ndarray]:
-    ranks: list[np.ndarray] = []
+def _search(question_emb, pool_emb, positions, valid, block_starts, top_k):
+    """Overall and within-block ranks of each question's relevant pool positions ((n, width) each),
+    its top k pool positions, and how many of its relevant candidates are among them."""
+    overall, within = np.zeros_like(positions), np.zeros_like(positions)
+    hits = np.zeros((len(positions), min(top_k, len(pool_emb))), dtype=np.int64)
     for start in range(0, len(question_emb), _QUERY_CHUNK):
-        scores = question_emb[start : start + _QUERY_CHUNK] @ pool_emb.T
-        ranks.extend(relevant_ranks(scores, relevant[start : start + _QUERY_CHUNK]))
-    return ranks
-
-
-def _top_k(question_emb: np.ndarray, pool_emb: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product search: the pool positions of each question's k best candidates."""
-    index = faiss.IndexFlatIP(pool_emb.shape[1])
-    index.add(pool_emb)
-    return index.search(question_emb, min(k, len(pool_emb)))[1]
+        chunk = slice(start, start + _QUERY_CHUNK)
+        scores = question_emb[chunk] @ pool_emb.T
+        overall[chunk], within[chunk] = block_ranks(scores, positions[chunk], block_starts)
+        # torch's top-k selection is much faster than numpy's argpartition on wide rows.
+        hits[chunk] = torch.from_numpy(scores).topk(hits.shape[1], dim=1, sorted=False).indices.numpy()
+    found = ((positions[:, :, None] == hits[:, None, :]).any(-1) & valid).sum(1)
+    return overall, within, hits, found
 
 
 def evaluate_embeddings(
@@ -56,56 +62,55 @@ def evaluate_embeddings(
 ) -> RetrievalResult:
     """All metrics of a corpus from precomputed, L2-normalised embeddings (rows in corpus order)."""
     languages = corpus.languages
+    c_langs = np.array([c.lang for c in corpus.candidates])
+    q_langs = np.array([q.lang for q in corpus.questions])
+    # The pool in language order, so that each language's candidates form one block.
+    order = np.argsort(c_langs, kind="stable")
+    pool_langs = c_langs[order]
+    block_starts = np.searchsorted(pool_langs, np.unique(pool_langs))
+    pool_lang_index = np.searchsorted(languages, pool_langs)
+    pool_position = np.empty(len(order), dtype=np.int64)
+    pool_position[order] = np.arange(len(order))
     by_qid: dict[str, list[int]] = defaultdict(list)
     for c, candidate in enumerate(corpus.candidates):
         for qid in candidate.answer_ids:
-            by_qid[qid].append(c)
-    q_langs = np.array([q.lang for q in corpus.questions])
-    c_langs = np.array([c.lang for c in corpus.candidates])
+            by_qid[qid].append(pool_position[c])
+    relevant_all = [by_qid.get(q.id, []) for q in corpus.questions]
+    rows = np.array([q for q, r in enumerate(relevant_all) if r], dtype=np.int64)
+    positions, valid = pad_rows([np.array(relevant_all[q], dtype=np.int64) for q in rows], np.int64(0))
+    overall, within, hits, found = _search(question_emb[rows], candidate_emb[order], positions, valid, block_starts, top_k)
+
+    # Language pairs: the ranks within each candidate language's pool, grouped by that language.
+    slot_langs = pool_lang_index[positions]
+    query_langs = q_langs[rows]
     metrics: dict[str, float] = {}
-    pair_map = pd.DataFrame(np.nan, index=pd.Index(languages, name="query"), columns=pd.Index(languages, name="candidates"))
+    pair_tables = {}
+    for name, k in (("map_full", None), (f"map_at_{top_k}", top_k)):
+        ap = grouped_average_precisions(within, valid, slot_langs, len(languages), k)
+        table = pd.DataFrame(ap, columns=languages).groupby(query_langs).mean().reindex(index=languages)
+        table.index.name, table.columns.name = "query", "candidates"
+        pair_tables[name] = table
+        for x, row in table.iterrows():
+            metrics.update({f"{name}/pair/{x}-{y}": float(v) for y, v in row.items() if not np.isnan(v)})
+        diagonal = np.eye(len(languages), dtype=bool)
+        metrics[f"{name}/monolingual"] = float(np.nanmean(table.to_numpy()[diagonal]))
+        metrics[f"{name}/crosslingual"] = float(np.nanmean(table.to_numpy()[~diagonal]))
+        whole_pool = np.zeros_like(positions)
+        metrics[f"{name}/multilingual"] = float(grouped_average_precisions(overall, valid, whole_pool, 1, k).mean())
+    counts = valid.sum(1)
+    metrics[f"recall_at_{top_k}/multilingual"] = float(np.mean(found / counts))
 
-    def setting(question_rows: np.ndarray, pool_rows: np.ndarray):
-        """APs (full and @k) of the questions that have a relevant candidate in the pool."""
-        position = {c: p for p, c in enumerate(pool_rows)}
-        relevant = [
-            np.array([position[c] for c in by_qid[corpus.questions[q].id] if c in position], dtype=np.int64)
-            for q in question_rows
-        ]
-        answered = np.array([len(r) > 0 for r in relevant], dtype=bool)
-        rows = question_rows[answered]
-        ranks = _pool_ranks(question_emb[rows], candidate_emb[pool_rows], [r for r, a in zip(relevant, answered) if a])
-        return rows, relevant, answered, ranks
-
-    for x in languages:
-        x_rows = np.flatnonzero(q_langs == x)
-        for y in languages:
-            _, _, _, ranks = setting(x_rows, np.flatnonzero(c_langs == y))
-            if ranks:
-                pair_map.loc[x, y] = np.mean([average_precision(r) for r in ranks])
-                metrics[f"map_full/pair/{x}-{y}"] = float(pair_map.loc[x, y])
-                metrics[f"map_at_{top_k}/pair/{x}-{y}"] = float(np.mean([average_precision(r, top_k) for r in ranks]))
-    diagonal = np.eye(len(languages), dtype=bool)
-    for name, mask in (("monolingual", diagonal), ("crosslingual", ~diagonal)):
-        metrics[f"map_full/{name}"] = float(np.nanmean(pair_map.to_numpy()[mask]))
-        metrics[f"map_at_{top_k}/{name}"] = float(np.nanmean([
-            metrics.get(f"map_at_{top_k}/pair/{x}-{y}", np.nan)
-            for i, x in enumerate(languages) for j, y in enumerate(languages) if mask[i, j]
-        ]))
-
-    all_questions = np.arange(len(corpus.questions))
-    all_candidates = np.arange(len(corpus.candidates))
-    rows, relevant, answered, ranks = setting(all_questions, all_candidates)
-    metrics["map_full/multilingual"] = float(np.mean([average_precision(r) for r in ranks]))
-    metrics[f"map_at_{top_k}/multilingual"] = float(np.mean([average_precision(r, top_k) for r in ranks]))
-    hits = _top_k(question_emb[rows], candidate_emb, top_k)
-    relevant_sets = [set(r.tolist()) for r, a in zip(relevant, answered) if a]
-    metrics[f"recall_at_{top_k}/multilingual"] = float(np.mean([
-        len(relevant_sets[i] & set(hits[i].tolist())) / len(relevant_sets[i]) for i in range(len(rows))
-    ]))
+    overall_lists = [overall[i, : counts[i]] for i in range(len(rows))]
+    relevant_langs = [pool_langs[positions[i, : counts[i]]] for i in range(len(rows))]
+    metrics["bias/rank_distance"] = rank_distance(overall_lists)
+    metrics["bias/same_lang_rank_gap"] = same_language_rank_gap(overall_lists, relevant_langs, query_langs)
+    share, pool_share = same_language_share(hits, pool_langs, query_langs)
+    metrics[f"bias/same_lang_share_at_{top_k}"] = share
+    metrics["bias/same_lang_pool_share"] = pool_share
+    metrics[f"bias/same_lang_excess_at_{top_k}"] = share - pool_share
     metrics["eval/questions"] = float(len(rows))
-    metrics["eval/candidates"] = float(len(all_candidates))
-    return RetrievalResult(metrics, pair_map)
+    metrics["eval/candidates"] = float(len(corpus.candidates))
+    return RetrievalResult(metrics, pair_tables["map_full"])
 
 
 def evaluate_encoder(encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20) -> RetrievalResult:

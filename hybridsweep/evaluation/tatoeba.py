@@ -1,0 +1,53 @@
+"""Tatoeba sentence retrieval (XTREME): top-1 accuracy of finding a sentence's translation.
+
+For language X with aligned sentences (x_i, e_i), i = 1..n, and cosine similarity s:
+
+    acc(X -> en) = 1/n * sum_i [ argmax_j s(x_i, e_j) = i ],   acc(en -> X) likewise from e_i.
+
+Exact search with faiss; both sides are encoded as queries (a symmetric task).
+"""
+
+from __future__ import annotations
+
+import os
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from hybridsweep.data.tatoeba import Bitext, load_tatoeba
+from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.suites import SuiteResult
+from hybridsweep.model import TextEncoder
+
+
+def top1_accuracy(query_emb: np.ndarray, target_emb: np.ndarray) -> float:
+    """Share of rows i whose nearest target (inner product) is target row i."""
+    index = faiss.IndexFlatIP(target_emb.shape[1])
+    index.add(target_emb)
+    nearest = index.search(query_emb, 1)[1][:, 0]
+    return float((nearest == np.arange(len(query_emb))).mean())
+
+
+class TatoebaSuite:
+    """Tatoeba as an ``eval.extra`` suite: per-language accuracy both ways and their means."""
+
+    name = "tatoeba"
+
+    def __init__(self, languages: list[str] | None = None, root: str | None = None,
+                 download_dir: str | os.PathLike = "~/.cache/hybridsweep/downloads"):
+        self.bitexts: list[Bitext] = load_tatoeba(languages, root, download_dir)
+
+    def evaluate(self, encoder: TextEncoder, batch_size: int) -> SuiteResult:
+        table = pd.DataFrame(columns=pd.Index(["xx->en", "en->xx"], name="direction"),
+                             index=pd.Index([b.lang for b in self.bitexts], name="language"), dtype=float)
+        for bitext in self.bitexts:
+            source = encode_texts(encoder, bitext.sentences, "query", batch_size, desc=f"tatoeba {bitext.lang}")
+            english = encode_texts(encoder, bitext.english, "query", batch_size, desc=f"tatoeba {bitext.lang}-en")
+            table.loc[bitext.lang] = [top1_accuracy(source, english), top1_accuracy(english, source)]
+        metrics = {f"accuracy/{lang}-en": row["xx->en"] for lang, row in table.iterrows()}
+        metrics |= {f"accuracy/en-{lang}": row["en->xx"] for lang, row in table.iterrows()}
+        metrics["accuracy/xx-en"] = float(table["xx->en"].mean())
+        metrics["accuracy/en-xx"] = float(table["en->xx"].mean())
+        metrics["accuracy/mean"] = float(table.to_numpy().mean())
+        return SuiteResult(metrics, {"accuracy": table.T})

@@ -102,11 +102,18 @@ class RngStateCheckpoint(Callback):
     so the dropout masks after a resume are those an uninterrupted run draws."""
 
     def state_dict(self) -> dict:
-        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        # Tensors, lists and numbers only, so that torch.load(weights_only=True) accepts the checkpoint.
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+            "python": random.getstate(),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         torch.set_rng_state(state_dict["torch"])
-        np.random.set_state(state_dict["numpy"])
+        name, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
         random.setstate(state_dict["python"])
 
 

@@ -36,7 +36,9 @@ def _env(tmp_path: Path, uri: str | None = None) -> dict[str, str]:
 
 def _train(tmp_path: Path, *args: str, uri: str | None = None, script: list[str] | None = None,
            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, *(script or ["-m", "hybridsweep.train"]), *TINY, *args]
+    flags = [a for a in args if a.startswith("-")]  # Hydra's -m must precede the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    command = [sys.executable, *(script or ["-m", "hybridsweep.train"]), *flags, *TINY, *overrides]
     return subprocess.run(
         command, cwd=tmp_path, env={**_env(tmp_path, uri), **(extra_env or {})},
         capture_output=True, text=True, timeout=900,

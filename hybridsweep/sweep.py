@@ -61,8 +61,8 @@ def sweep_definition(config: DictConfig) -> dict:
     params = config.hydra.sweeper.get("params") or {}
     axes = {str(key): str(value) for key, value in params.items()}
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            axes[override.get_key_element().lstrip("+~")] = override.get_value_element_as_str()
+        if override.is_sweep_override():  # the sweep as typed: "32,128", "range(1,4)", ...
+            axes[override.get_key_element().lstrip("+~")] = override.input_line.split("=", 1)[1]
         else:
             axes.pop(override.get_key_element().lstrip("+~"), None)  # a fixed value wins over a preset axis
     return {"overrides": overrides, "axes": axes}

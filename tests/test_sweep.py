@@ -195,3 +195,17 @@ def test_parallel_joblib_jobs_against_one_server_lose_nothing(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_sweep_axes_come_from_presets_and_command_line_with_fixed_values_winning():
+    from omegaconf import OmegaConf
+
+    from hybridsweep.sweep import sweep_definition
+
+    config = OmegaConf.create({"hydra": {
+        "overrides": {"task": ["+sweep=grid", "batch_size=4,8", "data.scale=0.5", "seed=range(0,3)"]},
+        "sweeper": {"params": {"batch_size": "32,64", "data.scale": "0.25,1.0", "sampling.mix_ratio": "0,auto"}},
+    }})
+    assert sweep_definition(config)["axes"] == {
+        "batch_size": "4,8", "sampling.mix_ratio": "0,auto", "seed": "range(0,3)"
+    }

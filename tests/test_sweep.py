@@ -115,7 +115,6 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     again = [r for r in runs if r.info.status == "FINISHED"][0]
     assert again.info.run_id == finished[0].info.run_id and again.info.end_time == finished[0].info.end_time
     assert [r.info.run_id for r in runs if r.data.tags.get("hybridsweep.role") == "parent"] == [parent]
-    assert f"finished earlier in run {parent}" not in second.stdout  # the child run, not the parent
     assert f"finished earlier in run {finished[0].info.run_id}, skipped" in second.stdout
 
 

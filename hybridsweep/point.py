@@ -23,20 +23,22 @@ from hybridsweep.tracking import tracking_uri
 log = logging.getLogger(__name__)
 
 # Short names of the sweep axes in run names: "bs=128,mix=auto,scale=0.25,seed=1".
-SHORT_NAMES = {"batch_size": "bs", "sampling.mix_ratio": "mix", "data.scale": "scale", "sampling.strategy": "strategy"}
+SHORT_NAMES = {
+    "batch_size": "bs", "sampling.mix_ratio": "mix", "data.scale": "scale", "seed": "seed", "sampling.strategy": "strategy",
+}
 # Config groups that only select a preset or a launcher, not a value of the point.
 _NOT_IN_NAME = ("sweep", "hydra")
 
 
 def run_name(overrides: list[str]) -> str:
-    """``key=value`` of each override, with the short names of :data:`SHORT_NAMES`."""
-    parts = []
+    """``key=value`` of each override, the axes of :data:`SHORT_NAMES` first and by their short names."""
+    axes, others = [], []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element().lstrip("+~")
         if key.split(".")[0] in _NOT_IN_NAME or key.split("/")[0] in _NOT_IN_NAME:
             continue
-        parts.append(f"{SHORT_NAMES.get(key, key)}={override.get_value_element_as_str()}")
-    return ",".join(parts) or "default"
+        (axes if key in SHORT_NAMES else others).append(f"{SHORT_NAMES.get(key, key)}={override.get_value_element_as_str()}")
+    return ",".join(axes + others) or "default"
 
 
 def point_identity(cfg: DictConfig) -> tuple[str, dict[str, str], Path]:

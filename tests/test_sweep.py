@@ -55,9 +55,9 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
 
 
 def test_run_name_uses_short_axis_names_and_drops_presets():
-    overrides = ["+sweep=grid", "batch_size=128", "sampling.mix_ratio=auto", "data.scale=0.25", "seed=1",
-                 "hydra/launcher=parallel"]
-    assert run_name(overrides) == "bs=128,mix=auto,scale=0.25,seed=1"
+    overrides = ["+sweep=grid", "batch_size=128", "trainer.max_epochs=3", "sampling.mix_ratio=auto", "data.scale=0.25",
+                 "seed=1", "hydra/launcher=parallel"]
+    assert run_name(overrides) == "bs=128,mix=auto,scale=0.25,seed=1,trainer.max_epochs=3"
     assert run_name([]) == "default"
 
 
@@ -99,7 +99,7 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     finished = [r for r in children.values() if r.info.status == "FINISHED"]
     failed = [r for r in children.values() if r.info.status == "FAILED"]
     assert len(finished) == 1 and len(failed) == 1
-    assert finished[0].info.run_name.endswith("bs=8")
+    assert finished[0].info.run_name.startswith("bs=8,scale=0.25,")
     traceback_text = client.download_artifacts(failed[0].info.run_id, "traceback.txt", str(tmp_path))
     assert "ValueError: batch_size=100 exceeds" in Path(traceback_text).read_text()
     assert {a.path for a in client.list_artifacts(parent)} >= {"summary.csv", "summary.png", "sweep.yaml"}

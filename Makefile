@@ -49,7 +49,7 @@ mlflow-ui: $(STAMP)
 ## reports/mlflow_sweep.png: the newest sweep's compare view in headless Chromium (apt-get install chromium).
 mlflow-screenshot: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,ui]"
-	$(BIN)/python pipelines/mlflow_screenshot.py --backend-store-uri sqlite:///$(MLFLOW_DB) --out reports/mlflow_sweep.png --table
+	PYTHONPATH=. $(BIN)/python pipelines/mlflow_screenshot.py --backend-store-uri sqlite:///$(MLFLOW_DB) --out reports/mlflow_sweep.png --table
 
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlartifacts checkpoints mlflow.db .pytest_cache

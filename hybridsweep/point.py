@@ -37,8 +37,9 @@ def run_name(overrides: list[str]) -> str:
         key = override.get_key_element().lstrip("+~")
         if key.split(".")[0] in _NOT_IN_NAME or key.split("/")[0] in _NOT_IN_NAME:
             continue
-        (axes if key in SHORT_NAMES else others).append(f"{SHORT_NAMES.get(key, key)}={override.get_value_element_as_str()}")
-    return ",".join(axes + others) or "default"
+        part = f"{SHORT_NAMES.get(key, key)}={override.get_value_element_as_str()}"
+        (axes if key in SHORT_NAMES else others).append((list(SHORT_NAMES).index(key) if key in SHORT_NAMES else 0, part))
+    return ",".join(part for _, part in sorted(axes) + others) or "default"
 
 
 def point_identity(cfg: DictConfig) -> tuple[str, dict[str, str], Path]:

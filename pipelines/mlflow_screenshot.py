@@ -22,8 +22,9 @@ import urllib.request
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from playwright.sync_api import sync_playwright
+
+from hybridsweep.sweep import sweep_children
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -50,8 +51,8 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout_s: float = 180) -
     raise TimeoutError(f"mlflow ui did not answer at {url} within {timeout_s:.0f} s")
 
 
-def sweep_runs(client: MlflowClient, experiment: str) -> tuple[str, list[str]]:
-    """Experiment id and the child run ids of its newest parent run."""
+def sweep_runs(client: MlflowClient, experiment: str) -> tuple[str, str, list[str]]:
+    """Experiment id, and name and child run ids of its newest parent run."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise SystemExit(f"no experiment {experiment!r} in this store: run a sweep first (python -m hybridsweep.train -m ...)")
@@ -59,8 +60,8 @@ def sweep_runs(client: MlflowClient, experiment: str) -> tuple[str, list[str]]:
                                  order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
         raise SystemExit(f"experiment {experiment!r} has no sweep (no run tagged hybridsweep.role=parent)")
-    children = client.search_runs([found.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parents[0].info.run_id}'")
-    return found.experiment_id, [run.info.run_id for run in children]
+    children = sweep_children(client, found.experiment_id, parents[0].info.run_id)
+    return found.experiment_id, parents[0].info.run_name, [run.info.run_id for run in children]
 
 
 def main() -> None:
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
 
-    experiment_id, children = sweep_runs(MlflowClient(args.backend_store_uri), args.experiment)
+    experiment_id, parent_name, children = sweep_runs(MlflowClient(args.backend_store_uri), args.experiment)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -94,8 +95,8 @@ def main() -> None:
             page.wait_for_timeout(3000)  # let the charts draw
             page.screenshot(path=str(args.out), full_page=True)
             if args.table:
-                page.goto(f"{url}/#/experiments/{experiment_id}")
-                page.get_by_text("Run Name").first.wait_for(timeout=120_000)
+                page.goto(f"{url}/#/experiments/{experiment_id}/runs")
+                page.get_by_text(parent_name).first.wait_for(timeout=120_000)
                 page.wait_for_timeout(3000)
                 page.screenshot(path=str(args.out.with_name(args.out.stem + "_table.png")), full_page=True)
             browser.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_screenshot_of_the_sweep_compare_view(tmp_path):
     out = tmp_path / "reports" / "mlflow_sweep.png"
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "mlflow_screenshot.py"), "--backend-store-uri", uri,
-         "--out", str(out)], capture_output=True, text=True, timeout=600,
+         "--out", str(out)], capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 runs compared" in done.stdout

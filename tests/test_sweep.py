@@ -55,8 +55,8 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
 
 
 def test_run_name_uses_short_axis_names_and_drops_presets():
-    overrides = ["+sweep=grid", "batch_size=128", "trainer.max_epochs=3", "sampling.mix_ratio=auto", "data.scale=0.25",
-                 "seed=1", "hydra/launcher=parallel"]
+    overrides = ["+sweep=grid", "seed=1", "data.scale=0.25", "trainer.max_epochs=3", "sampling.mix_ratio=auto",
+                 "batch_size=128", "hydra/launcher=parallel"]
     assert run_name(overrides) == "bs=128,mix=auto,scale=0.25,seed=1,trainer.max_epochs=3"
     assert run_name([]) == "default"
 

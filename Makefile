@@ -10,7 +10,7 @@ FAISS_EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
 
-.PHONY: venv demo test test-fast mlflow-ui clean
+.PHONY: venv demo test test-fast mlflow-server mlflow-ui mlflow-screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+MLFLOW_DB ?= mlflow.db
+MLFLOW_PORT ?= 5000
+
+## A tracking server for parallel jobs (hydra/launcher=parallel): SQLite backend, artifacts served
+## from ./mlartifacts, bound to 127.0.0.1. Jobs use MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT).
+mlflow-server: $(STAMP)
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --artifacts-destination ./mlartifacts \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
+
+## The UI over the local store that single-process runs and sweeps write to.
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+## reports/mlflow_sweep.png: the newest sweep's compare view in headless Chromium (apt-get install chromium).
+mlflow-screenshot: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,ui]"
+	PYTHONPATH=. $(BIN)/python pipelines/mlflow_screenshot.py --backend-store-uri sqlite:///$(MLFLOW_DB) --out reports/mlflow_sweep.png --table
 
 clean:
-	rm -rf $(VENV) outputs multirun mlruns mlflow.db .pytest_cache
+	rm -rf $(VENV) outputs multirun mlruns mlartifacts checkpoints mlflow.db .pytest_cache

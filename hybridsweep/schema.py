@@ -111,6 +111,14 @@ class TrackingConfig:
 
 
 @dataclass
+class ResumeConfig:
+    enabled: bool = True
+    """Skip points whose config hash has a finished run; resume interrupted ones (hybridsweep.resume)."""
+    checkpoint_dir: str = "checkpoints"
+    """Checkpoints go to ``<checkpoint_dir>/<config hash>/<run id>/``, stable across re-runs."""
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 128
     """Contrastive batch size: pairs per step over all devices, i.e. in-batch negatives plus one."""
@@ -126,6 +134,7 @@ class TrainConfig:
     trainer: Any = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)

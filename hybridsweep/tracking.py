@@ -47,13 +47,20 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
 class RunTracker:
     """One MLflow run: create it, log into it, and close it with its final status."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str] | None = None):
+    def __init__(
+        self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+    ):
+        """Creates a run, or with ``run_id`` reopens that one (status back to RUNNING) to go on logging."""
         self.uri = tracking_uri(uri)
         self.client = MlflowClient(self.uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
-        self.run_id = run.info.run_id
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
 
     def lightning_logger(self) -> MLFlowLogger:
         return MLFlowLogger(tracking_uri=self.uri, run_id=self.run_id, experiment_name=None, log_model=False)

@@ -7,13 +7,14 @@ the runs of one sweep share the ``sweep`` tag.
 
 from __future__ import annotations
 
+import logging
+import math
 import traceback
 from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -23,10 +24,14 @@ from hybridsweep.data.parallel_qa import ensure_disjoint
 from hybridsweep.data.streaming import StreamingDataModule
 from hybridsweep.evaluation.retrieval import RetrievalResult, evaluate_encoder
 from hybridsweep.evaluation.suites import EvalSuite
-from hybridsweep.model import TextEncoder
-from hybridsweep.model import DualEncoderModule
+from hybridsweep.model import DualEncoderModule, TextEncoder
+from hybridsweep.point import point_identity, run_point
+from hybridsweep.resume import RngStateCheckpoint, open_point_run
 from hybridsweep.schema import register_configs, validate
+from hybridsweep.sweep import MAIN_METRIC
 from hybridsweep.tracking import RunTracker, flatten
+
+log = logging.getLogger(__name__)
 
 
 def config_dir() -> str:
@@ -36,19 +41,6 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"no conf/train.yaml in {package} or its parent: the installation is incomplete")
-
-
-def _run_identity() -> tuple[str, dict[str, str], Path]:
-    """Run name (the point's overrides), tags and output directory from Hydra's runtime state."""
-    if not HydraConfig.initialized():
-        return "default", {}, Path("outputs")
-    hydra_cfg = HydraConfig.get()
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
-    tags = {"overrides": " ".join(overrides) or "(defaults)"}
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        tags["sweep"] = hydra_cfg.sweep.dir
-        tags["sweep_job"] = str(hydra_cfg.job.num)
-    return ",".join(overrides) or "default", tags, Path(hydra_cfg.runtime.output_dir)
 
 
 def _log_result(tracker: RunTracker, result: RetrievalResult, prefix: str, step: int) -> None:
@@ -68,36 +60,43 @@ def _log_suites(tracker: RunTracker, suites: dict[str, EvalSuite], encoder: Text
 
 
 def train(cfg: DictConfig) -> float:
-    """Validate, build, train, evaluate and log one point; returns its multilingual mAP."""
-    validate(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    run_name, tags, output_dir = _run_identity()
+    """Validate, build, train, evaluate and log one point; returns its multilingual mAP.
 
-    corpus = instantiate(cfg.data.corpus)
-    eval_corpus = instantiate(cfg.eval.corpus)
-    ensure_disjoint(corpus, eval_corpus)
-    extra_suites: dict[str, EvalSuite] = {key: instantiate(node) for key, node in cfg.eval.extra.items()}
-    encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
-    if cfg.data.shards:
-        datamodule = StreamingDataModule(
-            cfg.data.shards, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-            scale=cfg.data.scale, seed=cfg.seed, num_workers=cfg.data.num_workers,
-        )
-    else:
-        datamodule = PairDataModule(
-            corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-            scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
-        )
-    module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim, mini_batch_size=cfg.mini_batch_size)
-
-    tracker = RunTracker(cfg.tracking.tracking_uri, cfg.tracking.experiment, run_name, tags)
+    A point whose config hash has a finished run is skipped; an interrupted one is resumed from
+    its last checkpoint into its run (:mod:`hybridsweep.resume`).
+    """
+    validate(cfg)  # before anything is opened or logged
+    run_name, tags, output_dir = point_identity(cfg)
+    point = open_point_run(cfg, run_name, tags)
+    if point.done is not None:
+        log.info("%s: finished earlier in run %s, skipped", run_name, point.done.info.run_id)
+        return point.done.data.metrics.get(MAIN_METRIC, math.nan)
+    tracker: RunTracker = point.tracker
     try:
+        L.seed_everything(cfg.seed, workers=True)
+        corpus = instantiate(cfg.data.corpus)
+        eval_corpus = instantiate(cfg.eval.corpus)
+        ensure_disjoint(corpus, eval_corpus)
+        extra_suites: dict[str, EvalSuite] = {key: instantiate(node) for key, node in cfg.eval.extra.items()}
+        encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
+        if cfg.data.shards:
+            datamodule = StreamingDataModule(
+                cfg.data.shards, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
+                scale=cfg.data.scale, seed=cfg.seed, num_workers=cfg.data.num_workers,
+            )
+        else:
+            datamodule = PairDataModule(
+                corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
+                scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
+            )
+        module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim, mini_batch_size=cfg.mini_batch_size)
         tracker.log_params({
             **flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
             "model.name": encoder.name,
             "data.train_corpus": corpus.name,
             "eval.corpus_name": eval_corpus.name,
             **datamodule.stats,
+            "runtime.torch_threads": torch.get_num_threads(),
         })
         tracker.log_config(cfg)
         eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k)
@@ -107,10 +106,10 @@ def train(cfg: DictConfig) -> float:
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             logger=tracker.lightning_logger(),
-            callbacks=[ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True)],
+            callbacks=[ModelCheckpoint(dirpath=point.checkpoint_dir, save_last=True), RngStateCheckpoint()],
             default_root_dir=str(output_dir),
         )
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=point.ckpt_path)
         result = evaluate_encoder(encoder, eval_corpus, **eval_args)
         _log_result(tracker, result, "", step=trainer.global_step)
         _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "", step=trainer.global_step)
@@ -119,7 +118,7 @@ def train(cfg: DictConfig) -> float:
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     tracker.finish("FINISHED")
-    return result.metrics["map_full/multilingual"]
+    return result.metrics[MAIN_METRIC]
 
 
 register_configs()
@@ -127,7 +126,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)
+    return run_point(train, cfg)
 
 
 if __name__ == "__main__":

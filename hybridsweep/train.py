@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.data.parallel_qa import ensure_disjoint
-from hybridsweep.evaluation.retrieval import RetrievalResult, evaluate_encoder
+from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT, RetrievalResult, evaluate_encoder
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.schema import register_configs, validate
 from hybridsweep.tracking import RunTracker, flatten
@@ -52,6 +52,7 @@ def _log_result(tracker: RunTracker, result: RetrievalResult, prefix: str, step:
     tracker.log_metrics(result.metrics, step=step, prefix=prefix)
     folder = prefix.rstrip("/") or None
     tracker.log_matrix(result.pair_map, "map_full_pairs", f"mAP by language pair ({folder or 'trained'})", folder)
+    tracker.log_frame(result.per_question, PER_QUESTION_ARTIFACT, folder)
 
 
 def train(cfg: DictConfig) -> float:

@@ -23,6 +23,8 @@ from hybridsweep.evaluation.metrics import average_precision, relevant_ranks
 from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
+PER_QUESTION_ARTIFACT = "per_question_ap.csv.gz"
+"""Run artifact holding ``RetrievalResult.per_question`` (``init/`` holds the untrained model's)."""
 
 
 @dataclass
@@ -32,6 +34,10 @@ class RetrievalResult:
     metrics: dict[str, float]
     pair_map: pd.DataFrame
     """mAP (full ranking) with query languages as rows and candidate languages as columns."""
+    per_question: pd.DataFrame
+    """Full-ranking AP of every evaluated question in every setting: columns ``qid``, ``q_lang``,
+    ``setting`` (monolingual / crosslingual / multilingual), ``c_lang`` (the pool's language, or
+    ``all`` for the multilingual pool) and ``ap``; the basis of bootstrap intervals over questions."""
 
 
 def _pool_ranks(
@@ -63,6 +69,14 @@ def evaluate_embeddings(
     q_langs = np.array([q.lang for q in corpus.questions])
     c_langs = np.array([c.lang for c in corpus.candidates])
     metrics: dict[str, float] = {}
+    per_question: list[pd.DataFrame] = []
+
+    def record(rows: np.ndarray, aps: list[float], setting_name: str, pool_lang: str) -> None:
+        per_question.append(pd.DataFrame({
+            "qid": [corpus.questions[q].id for q in rows], "q_lang": q_langs[rows],
+            "setting": setting_name, "c_lang": pool_lang, "ap": aps,
+        }))
+
     pair_map = pd.DataFrame(np.nan, index=pd.Index(languages, name="query"), columns=pd.Index(languages, name="candidates"))
 
     def setting(question_rows: np.ndarray, pool_rows: np.ndarray):
@@ -80,9 +94,11 @@ def evaluate_embeddings(
     for x in languages:
         x_rows = np.flatnonzero(q_langs == x)
         for y in languages:
-            _, _, _, ranks = setting(x_rows, np.flatnonzero(c_langs == y))
+            rows, _, _, ranks = setting(x_rows, np.flatnonzero(c_langs == y))
             if ranks:
-                pair_map.loc[x, y] = np.mean([average_precision(r) for r in ranks])
+                aps = [average_precision(r) for r in ranks]
+                record(rows, aps, "monolingual" if x == y else "crosslingual", y)
+                pair_map.loc[x, y] = np.mean(aps)
                 metrics[f"map_full/pair/{x}-{y}"] = float(pair_map.loc[x, y])
                 metrics[f"map_at_{top_k}/pair/{x}-{y}"] = float(np.mean([average_precision(r, top_k) for r in ranks]))
     diagonal = np.eye(len(languages), dtype=bool)
@@ -96,7 +112,9 @@ def evaluate_embeddings(
     all_questions = np.arange(len(corpus.questions))
     all_candidates = np.arange(len(corpus.candidates))
     rows, relevant, answered, ranks = setting(all_questions, all_candidates)
-    metrics["map_full/multilingual"] = float(np.mean([average_precision(r) for r in ranks]))
+    aps = [average_precision(r) for r in ranks]
+    record(rows, aps, "multilingual", "all")
+    metrics["map_full/multilingual"] = float(np.mean(aps))
     metrics[f"map_at_{top_k}/multilingual"] = float(np.mean([average_precision(r, top_k) for r in ranks]))
     hits = _top_k(question_emb[rows], candidate_emb, top_k)
     relevant_sets = [set(r.tolist()) for r, a in zip(relevant, answered) if a]
@@ -105,7 +123,7 @@ def evaluate_embeddings(
     ]))
     metrics["eval/questions"] = float(len(rows))
     metrics["eval/candidates"] = float(len(all_candidates))
-    return RetrievalResult(metrics, pair_map)
+    return RetrievalResult(metrics, pair_map, pd.concat(per_question, ignore_index=True))
 
 
 def evaluate_encoder(encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20) -> RetrievalResult:

@@ -87,7 +87,8 @@ def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str) -> None:
     command = [sys.executable, "-m", "hybridsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir(profile_name, sweep)}"]
     # One intra-op thread unless the caller chose otherwise: small models crawl with spinning threads.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
-    subprocess.run(command, check=True, env=env)
+    if subprocess.run(command, env=env).returncode != 0:
+        raise SystemExit(f"sweep {sweep} of profile {profile_name} failed (its error is above): {' '.join(command)}")
 
 
 def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str]:
@@ -101,7 +102,12 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
     source = sweep_dir(profile_name, spec.sweep)
+    grid = expected_points(sweep_overrides(profile, spec.sweep))
     runs = sweep_runs(profile.experiment, source)
+    # Only the profile's grid: runs of an earlier, different grid under the same sweep dir stay out.
+    runs = runs[runs["tags.overrides"].map(lambda tag: frozenset(str(tag).split()) in grid)]
+    if runs.empty:
+        raise SystemExit(f"no finished run of sweep {source!r} matches the grid of profile {profile_name}; train it first")
     n_boot = int(profile.get("n_boot", 1000))
     bias = dict(profile.get("bias_metrics", {}))
     out.mkdir(parents=True, exist_ok=True)

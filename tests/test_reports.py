@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import subprocess
 
 import mlflow
 import numpy as np
@@ -22,6 +23,8 @@ QIDS = [f"q{i}" for i in range(8)]
 STRATEGIES = ("mono", "cross", "hybrid")
 # Multilingual AP offset per strategy: hybrid is far ahead, mono and cross close together.
 MULTI_SHIFT = {"mono": 0.0, "cross": 0.02, "hybrid": 0.5}
+COMMON = "trainer.max_epochs=1 tracking.experiment=paper-test"
+SCALES = ("0.1", "0.2", "0.4", "0.8", "1.0")
 BIAS = {"mono": (9.0, 10.0), "cross": (5.0, 6.0), "hybrid": (1.0, 1.5)}  # by seed 0, 1
 
 
@@ -75,8 +78,9 @@ def bootstrap_by_loop(frames: list[pd.DataFrame], setting: str, n_boot: int, see
     return np.percentile(combined, [2.5, 97.5])
 
 
-def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None):
-    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": params.pop("_overrides", "")})
+def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides=""):
+    """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag."""
+    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": overrides})
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     for key, value in metrics.items():
@@ -101,10 +105,16 @@ def strategy_store(isolated_env):
         metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
         metrics["bias/rank_distance"] = BIAS[strategy][seed]
         params = {"model.name": "m1", "sampling.strategy": strategy, "seed": str(seed)}
-        log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env)
+        overrides = f"sampling={strategy} seed={seed} {COMMON}"
+        log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env, overrides)
+    # A run of the same sweep dir outside the profile's grid (an earlier grid) stays out of the tables.
+    log_run(client, experiment_id, "multirun/paper/test/strategies", {"model.name": "m1", "sampling.strategy": "mono", "seed": "5"},
+            {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
+            overrides=f"sampling=mono seed=5 {COMMON}")
     # A run of another sweep that must not leak into the tables.
     log_run(client, experiment_id, "other", {"model.name": "m1", "sampling.strategy": "mono", "seed": "0"},
-            {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0})
+            {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
+            overrides=f"sampling=mono seed=0 {COMMON}")
     return frames
 
 
@@ -116,7 +126,7 @@ n_boot: {N_BOOT}
 common: trainer.max_epochs=1
 sweeps:
   strategies: sampling=mono,cross,hybrid seed=0,1
-  scale: sampling=mono,hybrid data.scale=0.1,0.2,0.4,0.8,1.0
+  scale: sampling=mono,hybrid data.scale={",".join(SCALES)}
 bias_metrics:
   bias/rank_distance: lower
   bias/not_logged: lower
@@ -153,7 +163,8 @@ def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolate
     assert list(zip(best["sampling.strategy"], best["column"])) == [("hybrid", "multilingual")]
 
     markdown = (isolated_env / "reports" / "table_xquad.md").read_text()
-    assert markdown.count("**") == 2 and "| hybrid" in markdown and "mono-only" in markdown
+    assert markdown.count("**") == 2 and "| hybrid" in markdown
+    assert markdown.index("mono-only") < markdown.index("cross-only") < markdown.index("| hybrid")
     assert r"\textbf{" in (isolated_env / "reports" / "table_xquad.tex").read_text()
 
     # Per-language table of the multilingual setting: the mean AP of each query language.
@@ -198,11 +209,12 @@ def test_scaling_curve_fits_recover_the_power_law(isolated_env):
     experiment_id = client.create_experiment("paper-test")
     sizes = [100, 200, 400, 800, 1600]
     for strategy, (a, b, c) in truth.items():
-        for n in sizes:
+        for n, scale in zip(sizes, SCALES):
             value = float(power_law(n, a, b, c))
             metrics = {f"map_full/{s}": value for s in ("monolingual", "crosslingual", "multilingual")}
             log_run(client, experiment_id, "multirun/paper/test/scale",
-                    {"sampling.strategy": strategy, "data.question_ids": str(n), "seed": "0"}, metrics)
+                    {"sampling.strategy": strategy, "data.question_ids": str(n), "seed": "0"}, metrics,
+                    overrides=f"sampling={strategy} data.scale={scale} {COMMON}")
     paper = _load_paper_module()
     paths = paper.build("test", paper.load_profile(_profile(isolated_env)), "scaling-data", isolated_env / "reports")
     assert {p.suffix for p in paths} == {".csv", ".md", ".tex", ".png"}
@@ -248,16 +260,18 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     assert frozenset({"sampling=hybrid", "seed=1", "trainer.max_epochs=1", "tracking.experiment=paper-test"}) in points
 
     launched = []
-    monkeypatch.setattr(paper.subprocess, "run", lambda command, **_: launched.append(command))
+    monkeypatch.setattr(
+        paper.subprocess, "run", lambda command, **_: launched.append(command) or subprocess.CompletedProcess(command, 0)
+    )
     client = MlflowClient()
     experiment_id = client.create_experiment("paper-test")
     for point in sorted(points, key=sorted)[:5]:
-        log_run(client, experiment_id, "multirun/paper/test/strategies", {"_overrides": " ".join(sorted(point))}, {})
+        log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(sorted(point)))
     paper.ensure_sweep("test", profile, "strategies")
     assert len(launched) == 1 and "hydra.sweep.dir=multirun/paper/test/strategies" in launched[0]
 
     last = sorted(points, key=sorted)[5]
-    log_run(client, experiment_id, "multirun/paper/test/strategies", {"_overrides": " ".join(last)}, {})
+    log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(last))
     paper.ensure_sweep("test", profile, "strategies")
     assert len(launched) == 1, "every point finished: the sweep command must not run again"
 

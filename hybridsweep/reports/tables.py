@@ -140,7 +140,9 @@ def wide(table: pd.DataFrame, style: str, row_keys: Sequence[str] = ROW_KEYS, di
     if "sampling.strategy" in labelled:
         labelled["sampling.strategy"] = labelled["sampling.strategy"].map(lambda s: STRATEGY_LABELS.get(s, s))
     columns = list(dict.fromkeys(table["column"]))
-    result = labelled.pivot(index=list(row_keys), columns="column", values="cell")[columns].reset_index()
+    rows = list(dict.fromkeys(labelled[list(row_keys)].itertuples(index=False, name=None)))  # table order
+    pivoted = labelled.pivot(index=list(row_keys), columns="column", values="cell")
+    result = pivoted.reindex(pd.MultiIndex.from_tuples(rows, names=list(row_keys)))[columns].reset_index()
     result = result.rename(columns={"model.name": "initializer", "sampling.strategy": "training"})
     if style == "latex":
         result = result.rename(columns=_latex_escape)

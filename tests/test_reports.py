@@ -228,6 +228,7 @@ def test_scaling_curve_fits_recover_the_power_law(isolated_env):
     fits = paper.fit_lines(points, ["sampling.strategy"])
     for strategy, (a, b, c) in truth.items():
         fit = fits[(fits["sampling.strategy"] == strategy) & (fits["column"] == "monolingual")].iloc[0]
+        assert fit["status"] == "fitted"
         assert (fit["a"], fit["b"], fit["c"]) == (pytest.approx(a, rel=1e-3), pytest.approx(b, rel=1e-3), pytest.approx(c, rel=1e-3))
         assert fit["a_low"] <= a <= fit["a_high"]
 
@@ -282,3 +283,18 @@ def test_unknown_profile_key_is_named(tmp_path):
     bad.write_text("experiment: x\nsweeps: {a: seed=0}\ntargets: {t: {kind: table, sweep: a}}\n")
     with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.kind must be one of"):
         paper.load_profile(str(bad))
+
+
+def test_lines_without_saturation_or_enough_sizes_are_not_fitted():
+    paper = _load_paper_module()
+    n = np.array([100.0, 200.0, 400.0, 800.0, 1600.0])
+    points = pd.concat([
+        pd.DataFrame({"line": "log-linear", "x": n, "column": "multilingual", "mean": 0.1 + 0.05 * np.log(n)}),
+        pd.DataFrame({"line": "short", "x": n[:3], "column": "multilingual", "mean": power_law(n[:3], 0.8, 2.0, 0.5)}),
+        pd.DataFrame({"line": "saturating", "x": n, "column": "multilingual", "mean": power_law(n, 0.8, 2.0, 0.5)}),
+    ])
+    fits = paper.fit_lines(points, ["line"]).set_index("line")
+    assert fits.loc["log-linear", "status"] == "not saturating" and np.isnan(fits.loc["log-linear", "a"])
+    assert fits.loc["short", "status"] == "too few sizes"
+    assert fits.loc["saturating", "status"] == "fitted"
+    assert fits.loc["saturating", "c"] == pytest.approx(0.5, rel=1e-3)

@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 from hybridsweep.reports.stats import N_BOOT, bootstrap_estimate, fit_power_law  # noqa: E402
 from hybridsweep.reports.tables import Column, QuestionLoader  # noqa: E402
 
-FIT_COLUMNS = ("a", "a_low", "a_high", "b", "b_low", "b_high", "c", "c_low", "c_high", "n_points")
+FIT_COLUMNS = ("status", "a", "a_low", "a_high", "b", "b_low", "b_high", "c", "c_low", "c_high", "n_points")
+FITTED = "fitted"
 
 
 def scaling_points(
@@ -46,14 +47,18 @@ def scaling_points(
 
 
 def fit_lines(points: pd.DataFrame, line_keys: Sequence[str]) -> pd.DataFrame:
-    """Power-law parameters with intervals per (line, column), for lines with enough sizes."""
+    """Power-law parameters with intervals per (line, column); ``status`` says ``fitted``, or why
+    not: ``too few sizes`` or ``not saturating`` (parameters then left empty)."""
     records = []
     for keys, line in points.groupby([*line_keys, "column"], sort=True):
         fit = fit_power_law(line["x"], line["mean"])
-        if fit is None:
+        labels = dict(zip([*line_keys, "column"], keys))
+        if fit is None or not fit.saturating:
+            status = "too few sizes" if fit is None else "not saturating"
+            records.append({**labels, "status": status, "n_points": line["x"].nunique()})
             continue
         records.append({
-            **dict(zip([*line_keys, "column"], keys)),
+            **labels, "status": FITTED,
             "a": fit.a, "a_low": fit.a_ci[0], "a_high": fit.a_ci[1],
             "b": fit.b, "b_low": fit.b_ci[0], "b_high": fit.b_ci[1],
             "c": fit.c, "c_low": fit.c_ci[0], "c_high": fit.c_ci[1], "n_points": fit.n_points,
@@ -88,7 +93,8 @@ def plot_scaling(
                 data["x"], data["mean"], yerr=[data["mean"] - data["low"], data["high"] - data["mean"]],
                 fmt="o", color=colour, capsize=3, label=_label(line_keys, line),
             )
-            fit = fits[(fits["column"] == column) & np.logical_and.reduce([fits[k] == v for k, v in zip(line_keys, line)])]
+            fit = fits[(fits["column"] == column) & (fits["status"] == FITTED)
+                       & np.logical_and.reduce([fits[k] == v for k, v in zip(line_keys, line)])]
             if fit.empty:
                 panel.plot(data["x"], data["mean"], "-", color=colour, alpha=0.6)
                 continue
@@ -113,10 +119,14 @@ def write_scaling(points: pd.DataFrame, fits: pd.DataFrame, figure: plt.Figure, 
     points.to_csv(paths[0], index=False, float_format="%.5f")
     shown = fits.copy()
     for p in ("a", "b", "c"):
-        shown[p] = [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in zip(fits[p], fits[f"{p}_low"], fits[f"{p}_high"])]
+        shown[p] = [
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(m) else "–"
+            for m, lo, hi in zip(fits[p].astype(float), fits[f"{p}_low"], fits[f"{p}_high"])
+        ]
     shown = shown.drop(columns=[f"{p}_{e}" for p in ("a", "b", "c") for e in ("low", "high")])
-    note = ("Fit of y = a - b N^-c per line (95% intervals from the fit's covariance; lines with fewer "
-            "than 4 sizes are not fitted). Points with intervals: the CSV beside this file.")
+    note = ("Fit of y = a - b N^-c per line of means (95% intervals from the fit's covariance). Not fitted: "
+            "lines with fewer than 4 sizes, and lines whose best fit has c < 0.01 (no saturation: a log-linear "
+            "or falling trend whose asymptote the points do not determine). Points with intervals: the CSV beside this file.")
     body = shown.to_markdown(index=False) if not shown.empty else "(no line has enough sizes to fit)"
     paths[1].write_text(f"{caption}\n\n{body}\n\n{note}\n")
     paths[2].write_text(shown.rename(columns=lambda c: c.replace("_", r"\_")).map(

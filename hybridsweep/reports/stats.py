@@ -113,10 +113,17 @@ class PowerLawFit:
     c_ci: tuple[float, float]
     n_points: int
 
+    @property
+    def saturating(self) -> bool:
+        """False when ``c`` sits near zero: there ``a - b n^-c ~ (a - b) + b c ln n``, a log-linear
+        trend (or a falling one) whose asymptote the points do not determine."""
+        return self.c >= MIN_IDENTIFIABLE_RATE
+
     def __call__(self, n: np.ndarray) -> np.ndarray:
         return power_law(np.asarray(n, dtype=float), self.a, self.b, self.c)
 
 
+MIN_IDENTIFIABLE_RATE = 0.01
 MIN_FIT_POINTS = 4
 """Three parameters need at least four distinct sizes to leave a degree of freedom."""
 

@@ -11,11 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hybridsweep.reports.stats import N_BOOT, bootstrap_estimate, fit_power_law  # noqa: E402
-from hybridsweep.reports.tables import Column, QuestionLoader  # noqa: E402
+from hybridsweep.reports.tables import SETTINGS, Column, QuestionLoader  # noqa: E402
 
 FIT_COLUMNS = ("status", "a", "a_low", "a_high", "b", "b_low", "b_high", "c", "c_low", "c_high", "n_points")
 FITTED = "fitted"
@@ -104,8 +105,9 @@ def plot_scaling(
             panel.plot(measured, a - b * measured ** -c, "-", color=colour)
             panel.plot(beyond, a - b * beyond ** -c, "--", color=colour)
         panel.set_xscale("log")
+        panel.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
         panel.set_xlabel(x_label)
-        panel.set_ylabel(column)
+        panel.set_ylabel(f"mAP ({column})" if column in SETTINGS else column)
         panel.set_title(column)
         panel.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7, title="points ±95% CI; fit solid, extrapolation dashed", title_fontsize=6)

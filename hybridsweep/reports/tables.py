@@ -6,7 +6,7 @@ the best cell of a column is marked only when its interval separates it from eve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np

@@ -9,8 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
+# Paper tables and curves: PROFILE=tiny|cpu|gpu picks conf/paper/<PROFILE>.yaml.
+PROFILE ?= tiny
+PAPER_TARGETS := table-xquad table-mlqa table-bias scaling-batch scaling-data
 
-.PHONY: venv demo test test-fast mlflow-server mlflow-ui mlflow-screenshot clean
+.PHONY: venv demo test test-fast mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +35,14 @@ test: $(STAMP)
 ## Only the fast tests (skips end-to-end runs marked slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## Paper outputs into reports/$(PROFILE)/: each target first runs its sweep if any point is
+## missing from MLflow, then builds from MLflow. `make paper` does all of them.
+$(PAPER_TARGETS): $(STAMP)
+	$(BIN)/python pipelines/paper.py $@ --profile $(PROFILE)
+
+paper: $(STAMP)
+	$(BIN)/python pipelines/paper.py $(PAPER_TARGETS) --profile $(PROFILE)
 
 MLFLOW_DB ?= mlflow.db
 MLFLOW_PORT ?= 5000

@@ -95,6 +95,13 @@ class RunTracker:
             self.client.log_figure(self.run_id, figure, f"{folder}/{name}.png" if folder else f"{name}.png")
             plt.close(figure)
 
+    def log_frame(self, frame: pd.DataFrame, name: str, folder: str | None = None) -> None:
+        """A table as a gzipped CSV artifact ``[folder/]<name>`` (``name`` ends in ``.csv.gz``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            frame.to_csv(path, index=False, float_format="%.6g")
+            self.client.log_artifact(self.run_id, str(path), folder)
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.data.parallel_qa import ensure_disjoint
 from hybridsweep.data.streaming import StreamingDataModule
-from hybridsweep.evaluation.retrieval import RetrievalResult, evaluate_encoder
+from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT, RetrievalResult, evaluate_encoder
 from hybridsweep.evaluation.suites import EvalSuite
 from hybridsweep.model import DualEncoderModule, TextEncoder
 from hybridsweep.point import point_identity, run_point
@@ -47,6 +47,7 @@ def _log_result(tracker: RunTracker, result: RetrievalResult, prefix: str, step:
     tracker.log_metrics(result.metrics, step=step, prefix=prefix)
     folder = prefix.rstrip("/") or None
     tracker.log_matrix(result.pair_map, "map_full_pairs", f"mAP by language pair ({folder or 'trained'})", folder)
+    tracker.log_frame(result.per_question, PER_QUESTION_ARTIFACT, folder)
 
 
 def _log_suites(tracker: RunTracker, suites: dict[str, EvalSuite], encoder: TextEncoder, batch_size: int,

@@ -20,20 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 
-SETTINGS = ("monolingual", "crosslingual", "multilingual")
-
-
-def sweep_runs(experiment: str, sweep: str | None) -> pd.DataFrame:
-    """The finished runs of ``sweep`` (default: the most recent sweep) in ``experiment``."""
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
-    if runs.empty or "tags.sweep" not in runs:
-        raise SystemExit(f"no finished sweep runs in experiment {experiment!r} at {mlflow.get_tracking_uri()}")
-    if sweep is None:
-        sweep = runs.sort_values("start_time")["tags.sweep"].dropna().iloc[-1]
-    selected = runs[runs["tags.sweep"] == sweep]
-    if selected.empty:
-        raise SystemExit(f"no finished runs with tag sweep={sweep!r}; known: {sorted(runs['tags.sweep'].dropna().unique())}")
-    return selected
+from hybridsweep.reports.runs import sweep_runs  # noqa: E402
+from hybridsweep.reports.tables import SETTINGS  # noqa: E402
 
 
 def summary_table(runs: pd.DataFrame, axis: str) -> pd.DataFrame:

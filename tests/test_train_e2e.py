@@ -46,7 +46,7 @@ def test_two_point_multirun_is_logged_side_by_side(isolated_env):
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run_id = runs["run_id"].iloc[0]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "map_full_pairs.csv", "map_full_pairs.png", "init"} <= artifacts
+    assert {"config.yaml", "map_full_pairs.csv", "map_full_pairs.png", "per_question_ap.csv.gz", "init"} <= artifacts
     losses = client.get_metric_history(run_id, "train/loss")
     assert len(losses) >= 2, "the training-loss curve has points"
 

@@ -31,6 +31,8 @@ from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisio
 from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
+PER_QUESTION_ARTIFACT = "per_question_ap.csv.gz"
+"""Run artifact holding ``RetrievalResult.per_question`` (``init/`` holds the untrained model's)."""
 
 
 @dataclass
@@ -40,6 +42,10 @@ class RetrievalResult:
     metrics: dict[str, float]
     pair_map: pd.DataFrame
     """mAP (full ranking) with query languages as rows and candidate languages as columns."""
+    per_question: pd.DataFrame
+    """Full-ranking AP of every evaluated question in every setting: columns ``qid``, ``q_lang``,
+    ``setting`` (monolingual / crosslingual / multilingual), ``c_lang`` (the pool's language, or
+    ``all`` for the multilingual pool) and ``ap``; the basis of bootstrap intervals over questions."""
 
 
 def _search(question_emb, pool_emb, positions, valid, block_starts, top_k):
@@ -55,6 +61,22 @@ def _search(question_emb, pool_emb, positions, valid, block_starts, top_k):
         hits[chunk] = torch.from_numpy(scores).topk(hits.shape[1], dim=1, sorted=False).indices.numpy()
     found = ((positions[:, :, None] == hits[:, None, :]).any(-1) & valid).sum(1)
     return overall, within, hits, found
+
+
+def _per_question_frame(
+    qids: np.ndarray, query_langs: np.ndarray, pair_ap: np.ndarray, pool_ap: np.ndarray, languages: list[str]
+) -> pd.DataFrame:
+    """Long table of full-ranking APs: one row per (question, language pool) and per question in the
+    multilingual pool; ``pair_ap`` is (questions, languages) with NaN where a pool has no answer."""
+    question, column = np.nonzero(~np.isnan(pair_ap))
+    pool_langs = np.asarray(languages)[column]
+    pairs = pd.DataFrame({
+        "qid": qids[question], "q_lang": query_langs[question],
+        "setting": np.where(query_langs[question] == pool_langs, "monolingual", "crosslingual"),
+        "c_lang": pool_langs, "ap": pair_ap[question, column],
+    })
+    pooled = pd.DataFrame({"qid": qids, "q_lang": query_langs, "setting": "multilingual", "c_lang": "all", "ap": pool_ap})
+    return pd.concat([pairs, pooled], ignore_index=True)
 
 
 def evaluate_embeddings(
@@ -84,9 +106,9 @@ def evaluate_embeddings(
     slot_langs = pool_lang_index[positions]
     query_langs = q_langs[rows]
     metrics: dict[str, float] = {}
-    pair_tables = {}
+    pair_tables, aps = {}, {}
     for name, k in (("map_full", None), (f"map_at_{top_k}", top_k)):
-        ap = grouped_average_precisions(within, valid, slot_langs, len(languages), k)
+        ap = aps[name] = grouped_average_precisions(within, valid, slot_langs, len(languages), k)
         table = pd.DataFrame(ap, columns=languages).groupby(query_langs).mean().reindex(index=languages)
         table.index.name, table.columns.name = "query", "candidates"
         pair_tables[name] = table
@@ -96,7 +118,8 @@ def evaluate_embeddings(
         metrics[f"{name}/monolingual"] = float(np.nanmean(table.to_numpy()[diagonal]))
         metrics[f"{name}/crosslingual"] = float(np.nanmean(table.to_numpy()[~diagonal]))
         whole_pool = np.zeros_like(positions)
-        metrics[f"{name}/multilingual"] = float(grouped_average_precisions(overall, valid, whole_pool, 1, k).mean())
+        aps[f"{name}/multilingual"] = grouped_average_precisions(overall, valid, whole_pool, 1, k)[:, 0]
+        metrics[f"{name}/multilingual"] = float(aps[f"{name}/multilingual"].mean())
     counts = valid.sum(1)
     metrics[f"recall_at_{top_k}/multilingual"] = float(np.mean(found / counts))
 
@@ -110,7 +133,9 @@ def evaluate_embeddings(
     metrics[f"bias/same_lang_excess_at_{top_k}"] = share - pool_share
     metrics["eval/questions"] = float(len(rows))
     metrics["eval/candidates"] = float(len(corpus.candidates))
-    return RetrievalResult(metrics, pair_tables["map_full"])
+    qids = np.array([corpus.questions[q].id for q in rows])
+    per_question = _per_question_frame(qids, query_langs, aps["map_full"], aps["map_full/multilingual"], languages)
+    return RetrievalResult(metrics, pair_tables["map_full"], per_question)
 
 
 def evaluate_encoder(encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20) -> RetrievalResult:

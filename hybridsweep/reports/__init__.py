@@ -1,0 +1,1 @@
+"""Paper tables and scaling curves built from the runs in MLflow (never by training)."""

@@ -1,0 +1,156 @@
+"""Intervals, best-cell separation and the saturating power law of the report tables and curves.
+
+Bootstrap (percentile, two levels). A run's value in a setting is a mean of cell means,
+``v = mean_cells mean_{q in cell} AP_q`` (cells: language pairs for mono/cross, one pool for
+multilingual). Resampling unit: the question id, so every language version of one parallel
+question moves together. Replicate ``b`` of a run draws ``n_q`` ids with replacement, weights each
+id by its draw count ``w_bq`` and recomputes ``v_b = mean_cells (sum_q w_bq AP_q / sum_q w_bq)``.
+Over seeds, replicate ``b`` draws ``n_runs`` runs with replacement and averages their ``v_b``. The
+95% interval is the 2.5th and 97.5th percentile of the replicates. Draw order, from one
+``numpy.random.default_rng(seed)`` per cell: every run's ``integers(0, n_q, (B, n_q))`` (indices
+into its sorted unique ids) in the given run order, then ``integers(0, n_runs, (B, n_runs))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import curve_fit
+
+N_BOOT = 1000
+Z_95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over seeds of one cell with its 95% interval."""
+
+    mean: float
+    low: float
+    high: float
+    n_runs: int
+
+
+@dataclass(frozen=True)
+class RunSample:
+    """One run's contribution to a cell: its value and, where questions are known, their APs.
+
+    ``questions`` has columns ``qid``, ``cell`` and ``ap``; ``None`` means no per-question data,
+    so the run contributes no within-run variability (intervals then cover seeds only).
+    """
+
+    value: float
+    questions: pd.DataFrame | None = None
+
+
+def _question_replicates(questions: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    qids, q_index = np.unique(questions["qid"].to_numpy(), return_inverse=True)
+    cells, c_index = np.unique(questions["cell"].astype(str).to_numpy(), return_inverse=True)
+    ap_sum = np.zeros((len(qids), len(cells)))
+    count = np.zeros((len(qids), len(cells)))
+    np.add.at(ap_sum, (q_index, c_index), questions["ap"].to_numpy(dtype=float))
+    np.add.at(count, (q_index, c_index), 1.0)
+    draws = rng.integers(0, len(qids), size=(n_boot, len(qids)))
+    weights = np.zeros((n_boot, len(qids)))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), len(qids)), draws.ravel()), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cell_means = (weights @ ap_sum) / (weights @ count)
+    return np.nanmean(cell_means, axis=1)
+
+
+def bootstrap_estimate(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Mean of the runs' values with the two-level percentile bootstrap interval (module doc)."""
+    if not samples:
+        raise ValueError("no runs to estimate from")
+    rng = np.random.default_rng(seed)
+    per_run = np.stack([
+        _question_replicates(s.questions, rng, n_boot) if s.questions is not None and len(s.questions)
+        else np.full(n_boot, s.value)
+        for s in samples
+    ])  # (runs, B)
+    picks = rng.integers(0, len(samples), size=(n_boot, len(samples)))
+    replicates = per_run[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+    low, high = np.nanpercentile(replicates, [2.5, 97.5])
+    return Estimate(float(np.mean([s.value for s in samples])), float(low), float(high), len(samples))
+
+
+def separated_best(estimates: Sequence[Estimate | None], higher_is_better: bool = True) -> int | None:
+    """Index of the best mean, only if its interval lies strictly beyond every other interval."""
+    present = [(i, e) for i, e in enumerate(estimates) if e is not None and np.isfinite(e.mean)]
+    if len(present) < 2:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    best, top = max(present, key=lambda item: sign * item[1].mean)
+    for i, other in present:
+        if i == best:
+            continue
+        if higher_is_better and not top.low > other.high:
+            return None
+        if not higher_is_better and not top.high < other.low:
+            return None
+    return best
+
+
+def power_law(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """The saturating power law ``y = a - b * n**(-c)``: ``a`` is the asymptote, ``c`` the rate."""
+    return a - b * np.power(n, -c)
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Least-squares parameters of :func:`power_law` with 95% normal-approximation intervals
+    (``± 1.96`` standard errors from the fit's covariance; infinite when the points leave no
+    degrees of freedom)."""
+
+    a: float
+    b: float
+    c: float
+    a_ci: tuple[float, float]
+    b_ci: tuple[float, float]
+    c_ci: tuple[float, float]
+    n_points: int
+
+    @property
+    def saturating(self) -> bool:
+        """False when ``c`` sits near zero: there ``a - b n^-c ~ (a - b) + b c ln n``, a log-linear
+        trend (or a falling one) whose asymptote the points do not determine."""
+        return self.c >= MIN_IDENTIFIABLE_RATE
+
+    def __call__(self, n: np.ndarray) -> np.ndarray:
+        return power_law(np.asarray(n, dtype=float), self.a, self.b, self.c)
+
+
+MIN_IDENTIFIABLE_RATE = 0.01
+MIN_FIT_POINTS = 4
+"""Three parameters need at least four distinct sizes to leave a degree of freedom."""
+
+
+def fit_power_law(n: Sequence[float], y: Sequence[float]) -> PowerLawFit | None:
+    """Fit ``y = a - b n^-c`` (``c`` in (0, 5]); ``None`` with fewer than MIN_FIT_POINTS sizes."""
+    n = np.asarray(n, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(n) & np.isfinite(y) & (n > 0)
+    n, y = n[keep], y[keep]
+    if len(np.unique(n)) < MIN_FIT_POINTS:
+        return None
+    order = np.argsort(n)
+    n, y = n[order], y[order]
+    # Start: asymptote a little beyond the largest point, rate 0.5, b through the smallest point.
+    a0 = y[-1] + 0.1 * (y[-1] - y[0])
+    c0 = 0.5
+    b0 = (a0 - y[0]) * n[0] ** c0
+    try:
+        params, cov = curve_fit(
+            power_law, n, y, p0=(a0, b0, c0), bounds=([-np.inf, -np.inf, 1e-6], [np.inf, np.inf, 5.0]),
+            x_scale="jac", max_nfev=20000,
+        )
+    except (RuntimeError, ValueError):
+        return None
+    with np.errstate(invalid="ignore"):
+        half = Z_95 * np.sqrt(np.diag(cov))
+    half = np.where(np.isfinite(half), half, np.inf)
+    ci = [(float(p - h), float(p + h)) for p, h in zip(params, half)]
+    return PowerLawFit(*map(float, params), *ci, n_points=len(n))

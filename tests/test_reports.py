@@ -1,0 +1,300 @@
+"""Paper tables and scaling curves built from a small MLflow store of synthetic runs whose
+numbers are known; intervals are checked against a bootstrap written out here with plain loops."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import subprocess
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT
+from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
+
+N_BOOT = 200
+LANGS = ("en", "de")
+QIDS = [f"q{i}" for i in range(8)]
+STRATEGIES = ("mono", "cross", "hybrid")
+# Multilingual AP offset per strategy: hybrid is far ahead, mono and cross close together.
+MULTI_SHIFT = {"mono": 0.0, "cross": 0.02, "hybrid": 0.5}
+COMMON = "trainer.max_epochs=1 tracking.experiment=paper-test"
+SCALES = ("0.1", "0.2", "0.4", "0.8", "1.0")
+BIAS = {"mono": (9.0, 10.0), "cross": (5.0, 6.0), "hybrid": (1.0, 1.5)}  # by seed 0, 1
+
+
+def _load_paper_module():
+    spec = importlib.util.spec_from_file_location("paper", REPO_ROOT / "pipelines" / "paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def per_question_frame(strategy: str, seed: int) -> pd.DataFrame:
+    """Known APs: mono/cross settings identical for every strategy, multilingual shifted."""
+    rng = np.random.default_rng(100 + seed)
+    rows = []
+    for qid, x in itertools.product(QIDS, LANGS):
+        for y in LANGS:
+            rows.append((qid, x, "monolingual" if x == y else "crosslingual", y, rng.uniform(0.2, 0.6)))
+        rows.append((qid, x, "multilingual", "all", min(1.0, rng.uniform(0.1, 0.4) + MULTI_SHIFT[strategy])))
+    return pd.DataFrame(rows, columns=["qid", "q_lang", "setting", "c_lang", "ap"])
+
+
+def value_by_loop(frame: pd.DataFrame, setting: str) -> float:
+    """The setting's mAP: mean over (query, pool) language cells of the cells' mean AP."""
+    rows = frame[frame["setting"] == setting]
+    cells = {}
+    for _, row in rows.iterrows():
+        cells.setdefault((row["q_lang"], row["c_lang"]), []).append(row["ap"])
+    return float(np.mean([np.mean(v) for v in cells.values()]))
+
+
+def bootstrap_by_loop(frames: list[pd.DataFrame], setting: str, n_boot: int, seed: int = 0):
+    """Two-level percentile bootstrap with explicit loops, same draws as documented in stats."""
+    rng = np.random.default_rng(seed)
+    per_run = []
+    for frame in frames:
+        rows = frame[frame["setting"] == setting]
+        qids = sorted(rows["qid"].unique())
+        cells = sorted({(r.q_lang, r.c_lang) for r in rows.itertuples()})
+        aps = {(r.qid, r.q_lang, r.c_lang): r.ap for r in rows.itertuples()}
+        draws = rng.integers(0, len(qids), size=(n_boot, len(qids)))
+        replicate = []
+        for b in range(n_boot):
+            cell_means = []
+            for x, y in cells:
+                values = [aps[(qids[i], x, y)] for i in draws[b] if (qids[i], x, y) in aps]
+                cell_means.append(np.mean(values))
+            replicate.append(np.mean(cell_means))
+        per_run.append(replicate)
+    picks = rng.integers(0, len(frames), size=(n_boot, len(frames)))
+    combined = [np.mean([per_run[j][b] for j in picks[b]]) for b in range(n_boot)]
+    return np.percentile(combined, [2.5, 97.5])
+
+
+def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides=""):
+    """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag."""
+    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": overrides})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    if per_question is not None:
+        path = tmp_path / PER_QUESTION_ARTIFACT
+        per_question.to_csv(path, index=False)
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture
+def strategy_store(isolated_env):
+    """3 strategies x 2 seeds of one initializer, with per-question APs and a bias metric."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment("paper-test")
+    frames = {}
+    for strategy, seed in itertools.product(STRATEGIES, (0, 1)):
+        frame = per_question_frame(strategy, seed)
+        frames[strategy, seed] = frame
+        metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
+        metrics["bias/rank_distance"] = BIAS[strategy][seed]
+        params = {"model.name": "m1", "sampling.strategy": strategy, "seed": str(seed)}
+        overrides = f"sampling={strategy} seed={seed} {COMMON}"
+        log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env, overrides)
+    # A run of the same sweep dir outside the profile's grid (an earlier grid) stays out of the tables.
+    log_run(client, experiment_id, "multirun/paper/test/strategies", {"model.name": "m1", "sampling.strategy": "mono", "seed": "5"},
+            {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
+            overrides=f"sampling=mono seed=5 {COMMON}")
+    # A run of another sweep that must not leak into the tables.
+    log_run(client, experiment_id, "other", {"model.name": "m1", "sampling.strategy": "mono", "seed": "0"},
+            {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
+            overrides=f"sampling=mono seed=0 {COMMON}")
+    return frames
+
+
+def _profile(tmp_path) -> str:
+    path = tmp_path / "test.yaml"
+    path.write_text(f"""
+experiment: paper-test
+n_boot: {N_BOOT}
+common: trainer.max_epochs=1
+sweeps:
+  strategies: sampling=mono,cross,hybrid seed=0,1
+  scale: sampling=mono,hybrid data.scale={",".join(SCALES)}
+bias_metrics:
+  bias/rank_distance: lower
+  bias/not_logged: lower
+targets:
+  table-xquad: {{kind: settings, sweep: strategies, output: table_xquad, caption: "XQuAD-R"}}
+  table-bias: {{kind: bias, sweep: strategies, output: table_bias, caption: "bias"}}
+  scaling-data:
+    kind: scaling
+    sweep: scale
+    output: scaling_data
+    x: data.question_ids
+    x_label: "N"
+    lines: [sampling.strategy]
+    caption: "data scaling"
+""")
+    return str(path)
+
+
+def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolated_env):
+    paper = _load_paper_module()
+    profile = paper.load_profile(_profile(isolated_env))
+    paper.build("test", profile, "table-xquad", isolated_env / "reports")
+
+    table = pd.read_csv(isolated_env / "reports" / "table_xquad.csv")
+    assert len(table) == 3 * 3
+    for strategy, setting in itertools.product(STRATEGIES, ("monolingual", "crosslingual", "multilingual")):
+        row = table[(table["sampling.strategy"] == strategy) & (table["column"] == setting)].iloc[0]
+        frames = [strategy_store[strategy, 0], strategy_store[strategy, 1]]
+        assert row["mean"] == pytest.approx(np.mean([value_by_loop(f, setting) for f in frames]), abs=1e-5)
+        low, high = bootstrap_by_loop(frames, setting, N_BOOT)
+        assert (row["low"], row["high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+        assert row["n_runs"] == 2
+    best = table[table["best"]]
+    assert list(zip(best["sampling.strategy"], best["column"])) == [("hybrid", "multilingual")]
+
+    markdown = (isolated_env / "reports" / "table_xquad.md").read_text()
+    assert markdown.count("**") == 2 and "| hybrid" in markdown
+    assert markdown.index("mono-only") < markdown.index("cross-only") < markdown.index("| hybrid")
+    assert r"\textbf{" in (isolated_env / "reports" / "table_xquad.tex").read_text()
+
+    # Per-language table of the multilingual setting: the mean AP of each query language.
+    languages = pd.read_csv(isolated_env / "reports" / "table_xquad_languages.csv")
+    assert sorted(languages["column"].unique()) == sorted(LANGS)
+    for strategy, lang in itertools.product(STRATEGIES, LANGS):
+        row = languages[(languages["sampling.strategy"] == strategy) & (languages["column"] == lang)].iloc[0]
+        expected = np.mean([
+            f[(f["setting"] == "multilingual") & (f["q_lang"] == lang)]["ap"].mean()
+            for f in (strategy_store[strategy, 0], strategy_store[strategy, 1])
+        ])
+        assert row["mean"] == pytest.approx(expected, abs=1e-5)
+
+    # The files were logged to a report run of the experiment.
+    reports = mlflow.search_runs(experiment_names=["paper-test"], filter_string="tags.report = 'table_xquad'")
+    assert len(reports) == 1
+    logged = {a.path for a in MlflowClient().list_artifacts(reports["run_id"].iloc[0])}
+    assert {"table_xquad.md", "table_xquad.csv", "table_xquad.tex", "table_xquad_languages.md"} <= logged
+
+
+def test_bias_table_over_seeds_with_lower_is_better(strategy_store, isolated_env):
+    paper = _load_paper_module()
+    paper.build("test", paper.load_profile(_profile(isolated_env)), "table-bias", isolated_env / "reports")
+    table = pd.read_csv(isolated_env / "reports" / "table_bias.csv")
+    measured = table[table["column"] == "bias/rank_distance"].set_index("sampling.strategy")
+    for strategy in STRATEGIES:
+        values = np.array(BIAS[strategy])
+        rng = np.random.default_rng(0)  # no per-question data: only the seed level draws
+        picks = rng.integers(0, 2, size=(N_BOOT, 2))
+        low, high = np.percentile(values[picks].mean(axis=1), [2.5, 97.5])
+        assert measured.loc[strategy, "mean"] == pytest.approx(values.mean(), abs=1e-5)
+        assert (measured.loc[strategy, "low"], measured.loc[strategy, "high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+    assert measured["best"].to_dict() == {"mono": False, "cross": False, "hybrid": True}
+    # A configured metric no run logs stays in the table as n/a instead of failing the build.
+    assert table[table["column"] == "bias/not_logged"]["mean"].isna().all()
+    assert "n/a" in (isolated_env / "reports" / "table_bias.md").read_text()
+
+
+def test_scaling_curve_fits_recover_the_power_law(isolated_env):
+    truth = {"mono": (0.8, 2.0, 0.5), "hybrid": (0.9, 3.0, 0.7)}
+    client = MlflowClient()
+    experiment_id = client.create_experiment("paper-test")
+    sizes = [100, 200, 400, 800, 1600]
+    for strategy, (a, b, c) in truth.items():
+        for n, scale in zip(sizes, SCALES):
+            value = float(power_law(n, a, b, c))
+            metrics = {f"map_full/{s}": value for s in ("monolingual", "crosslingual", "multilingual")}
+            log_run(client, experiment_id, "multirun/paper/test/scale",
+                    {"sampling.strategy": strategy, "data.question_ids": str(n), "seed": "0"}, metrics,
+                    overrides=f"sampling={strategy} data.scale={scale} {COMMON}")
+    paper = _load_paper_module()
+    paths = paper.build("test", paper.load_profile(_profile(isolated_env)), "scaling-data", isolated_env / "reports")
+    assert {p.suffix for p in paths} == {".csv", ".md", ".tex", ".png"}
+    assert (isolated_env / "reports" / "scaling_data.png").stat().st_size > 10_000
+
+    points = pd.read_csv(isolated_env / "reports" / "scaling_data.csv")
+    assert len(points) == 2 * len(sizes) * 3
+    mono = points[(points["sampling.strategy"] == "mono") & (points["column"] == "multilingual")].sort_values("x")
+    assert mono["mean"].to_numpy() == pytest.approx(power_law(np.array(sizes, float), *truth["mono"]), abs=1e-5)
+
+    fits = paper.fit_lines(points, ["sampling.strategy"])
+    for strategy, (a, b, c) in truth.items():
+        fit = fits[(fits["sampling.strategy"] == strategy) & (fits["column"] == "monolingual")].iloc[0]
+        assert fit["status"] == "fitted"
+        assert (fit["a"], fit["b"], fit["c"]) == (pytest.approx(a, rel=1e-3), pytest.approx(b, rel=1e-3), pytest.approx(c, rel=1e-3))
+        assert fit["a_low"] <= a <= fit["a_high"]
+
+
+def test_power_law_fit_needs_four_sizes_and_recovers_parameters():
+    n = np.array([1e2, 3e2, 1e3, 3e3, 1e4, 3e4])
+    fit = fit_power_law(n, power_law(n, 0.62, 1.5, 0.35))
+    assert (fit.a, fit.b, fit.c) == (pytest.approx(0.62, rel=1e-4), pytest.approx(1.5, rel=1e-4), pytest.approx(0.35, rel=1e-4))
+    assert fit(1e6) == pytest.approx(0.62 - 1.5 * 1e6 ** -0.35, rel=1e-4)
+    assert fit_power_law(n[:3], power_law(n[:3], 0.62, 1.5, 0.35)) is None
+
+
+def test_best_cell_only_when_intervals_separate():
+    a = Estimate(0.50, 0.45, 0.55, 2)
+    b = Estimate(0.60, 0.56, 0.64, 2)
+    overlapping = Estimate(0.60, 0.54, 0.66, 2)
+    assert separated_best([a, b]) == 1
+    assert separated_best([a, overlapping]) is None
+    assert separated_best([a, b], higher_is_better=False) == 0
+    assert separated_best([a, None]) is None
+
+
+def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
+    """Expected points come from the grid; a sweep whose points all finished launches nothing."""
+    paper = _load_paper_module()
+    profile = paper.load_profile(_profile(isolated_env))
+    overrides = paper.sweep_overrides(profile, "strategies")
+    points = paper.expected_points(overrides)
+    assert len(points) == 6
+    assert frozenset({"sampling=hybrid", "seed=1", "trainer.max_epochs=1", "tracking.experiment=paper-test"}) in points
+
+    launched = []
+    monkeypatch.setattr(
+        paper.subprocess, "run", lambda command, **_: launched.append(command) or subprocess.CompletedProcess(command, 0)
+    )
+    client = MlflowClient()
+    experiment_id = client.create_experiment("paper-test")
+    for point in sorted(points, key=sorted)[:5]:
+        log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(sorted(point)))
+    paper.ensure_sweep("test", profile, "strategies")
+    assert len(launched) == 1 and "hydra.sweep.dir=multirun/paper/test/strategies" in launched[0]
+
+    last = sorted(points, key=sorted)[5]
+    log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(last))
+    paper.ensure_sweep("test", profile, "strategies")
+    assert len(launched) == 1, "every point finished: the sweep command must not run again"
+
+
+def test_unknown_profile_key_is_named(tmp_path):
+    paper = _load_paper_module()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nsweeps: {a: seed=0}\ntargets: {t: {kind: table, sweep: a}}\n")
+    with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.kind must be one of"):
+        paper.load_profile(str(bad))
+
+
+def test_lines_without_saturation_or_enough_sizes_are_not_fitted():
+    paper = _load_paper_module()
+    n = np.array([100.0, 200.0, 400.0, 800.0, 1600.0])
+    points = pd.concat([
+        pd.DataFrame({"line": "log-linear", "x": n, "column": "multilingual", "mean": 0.1 + 0.05 * np.log(n)}),
+        pd.DataFrame({"line": "short", "x": n[:3], "column": "multilingual", "mean": power_law(n[:3], 0.8, 2.0, 0.5)}),
+        pd.DataFrame({"line": "saturating", "x": n, "column": "multilingual", "mean": power_law(n, 0.8, 2.0, 0.5)}),
+    ])
+    fits = paper.fit_lines(points, ["line"]).set_index("line")
+    assert fits.loc["log-linear", "status"] == "not saturating" and np.isnan(fits.loc["log-linear", "a"])
+    assert fits.loc["short", "status"] == "too few sizes"
+    assert fits.loc["saturating", "status"] == "fitted"
+    assert fits.loc["saturating", "c"] == pytest.approx(0.5, rel=1e-3)

@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> float:
             **datamodule.stats,
         })
         tracker.log_config(cfg)
-        eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k)
+        eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k, precision=cfg.eval.precision)
         if cfg.eval.before_training:
             _log_result(tracker, evaluate_encoder(encoder, eval_corpus, **eval_args), "init/", step=0)
         trainer: L.Trainer = instantiate(

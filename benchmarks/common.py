@@ -74,14 +74,19 @@ def machine() -> str:
 
 
 def interleave(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Run every candidate once per round, in the same order, and collect their rates.
+    """Run every candidate once per round and collect their rates.
 
     Each callable returns a rate (higher is better), e.g. pairs/s. Interleaving exposes every
-    candidate to the same drift of a shared machine, so per-round ratios are comparable.
+    candidate to the same drift of a shared machine, so per-round ratios are comparable; the order
+    rotates from round to round so that no candidate always holds the same place in the waves of
+    the machine's load.
     """
     rates: dict[str, list[float]] = {name: [] for name in candidates}
+    names = list(candidates)
     for round_index in range(rounds):
-        for name, run in candidates.items():
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = candidates[name]
             rates[name].append(run())
             print(f"  round {round_index + 1} {name}: {rates[name][-1]:.2f}", flush=True)
     return rates

@@ -21,8 +21,6 @@ from pathlib import Path
 # Runnable as `python benchmarks/<name>.py` from the repository root without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would drown the figures
-
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import build_encoder, interleave, load_config, machine, parser
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.precision import has_fast_bf16
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
@@ -49,7 +49,7 @@ def batch_flops(config, input_ids: torch.Tensor) -> float:
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     cfg = load_config(args.model, args.overrides)
-    _, eval_corpus, encoder = build_encoder(cfg)
+    _, eval_corpus, encoder = build_corpora_and_encoder(cfg)
     encoder.eval()
     questions = [q.text for q in eval_corpus.questions]
     candidates = [c.text for c in eval_corpus.candidates]

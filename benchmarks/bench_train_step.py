@@ -30,7 +30,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from common import build_encoder, interleave, load_config, machine, parser, ratio_report
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
 from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.tracking import RunTracker
@@ -56,7 +56,7 @@ def main() -> None:
     args.add_argument("--skip-st", action="store_true", help="leave sentence-transformers out")
     args = args.parse_args()
     cfg = load_config(args.model, args.overrides)
-    corpus, _, encoder = build_encoder(cfg)
+    corpus, _, encoder = build_corpora_and_encoder(cfg)
     steps, batch_size = args.steps, cfg.batch_size
 
     def datamodule() -> PairDataModule:

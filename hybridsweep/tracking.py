@@ -63,7 +63,11 @@ class RunTracker:
         self.run_id = run_id
 
     def lightning_logger(self) -> MLFlowLogger:
-        return MLFlowLogger(tracking_uri=self.uri, run_id=self.run_id, experiment_name=None, log_model=False)
+        # Asynchronous: the training curve is queued and written by MLflow's background thread, so
+        # no training step waits on the database; set_terminated flushes the queue.
+        return MLFlowLogger(
+            tracking_uri=self.uri, run_id=self.run_id, experiment_name=None, log_model=False, synchronous=False
+        )
 
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]

@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> float:
             "runtime.torch_threads": torch.get_num_threads(),
         })
         tracker.log_config(cfg)
-        eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k)
+        eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k, precision=cfg.eval.precision)
         if cfg.eval.before_training:
             _log_result(tracker, evaluate_encoder(encoder, eval_corpus, **eval_args), "init/", step=0)
             _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "init/", step=0)

@@ -28,6 +28,7 @@ from hybridsweep.data.parallel_qa import ParallelQA
 from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, same_language_share
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisions, pad_rows
+from hybridsweep.evaluation.precision import Precision
 from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
@@ -138,8 +139,10 @@ def evaluate_embeddings(
     return RetrievalResult(metrics, pair_tables["map_full"], per_question)
 
 
-def evaluate_encoder(encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20) -> RetrievalResult:
+def evaluate_encoder(
+    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20, precision: Precision = "fp32"
+) -> RetrievalResult:
     """Encode a corpus's questions and candidates once, then evaluate every setting."""
-    question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", batch_size)
-    candidate_emb = encode_texts(encoder, [c.text for c in corpus.candidates], "passage", batch_size)
+    question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", batch_size, precision=precision)
+    candidate_emb = encode_texts(encoder, [c.text for c in corpus.candidates], "passage", batch_size, precision=precision)
     return evaluate_embeddings(corpus, question_emb, candidate_emb, top_k)

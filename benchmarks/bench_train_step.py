@@ -1,0 +1,154 @@
+"""Training throughput (pairs/s): the Lightning module against a plain PyTorch loop and sentence-transformers.
+
+Three ways to train the same initial model on the same pairs with the same loss, interleaved per
+round, each for ``--steps`` steps of ``batch_size`` pairs:
+
+* ``lightning``: :class:`DualEncoderModule` under the Trainer of the config (MLflow logger,
+  progress bar and gradient clipping included), batches from :class:`PairDataModule`.
+* ``plain loop``: the same batches from the same data loader, forward, InfoNCE, backward, gradient
+  clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit.
+* ``sentence-transformers``: the backbone saved and reloaded as a ``SentenceTransformer``
+  (Transformer + mean Pooling) trained by ``SentenceTransformerTrainer`` with
+  ``MultipleNegativesRankingLoss`` (scale 1/temperature, cosine similarity: the same loss) on the
+  same pairs, batched by its own random sampler.
+
+The rate is measured from the end of the first step to the end of the last, so start-up and the
+first step's one-off costs are excluded on every side; data loading and tokenisation are included.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_step.py --model tiny
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import tempfile
+import time
+import warnings
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+from hybridsweep.data.datamodule import PairDataModule
+from hybridsweep.model import DualEncoderModule
+from hybridsweep.tracking import RunTracker
+
+
+def pairs_per_second(step_ends: list[float], batch_size: int) -> float:
+    return (len(step_ends) - 1) * batch_size / (step_ends[-1] - step_ends[0])
+
+
+class StepClock(Callback):
+    """Records the wall time at the end of every training step."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, *args) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--steps", type=int, default=30)
+    args.add_argument("--skip-st", action="store_true", help="leave sentence-transformers out")
+    args = args.parse_args()
+    cfg = load_config(args.model, args.overrides)
+    corpus, _, encoder = build_corpora_and_encoder(cfg)
+    steps, batch_size = args.steps, cfg.batch_size
+
+    def datamodule() -> PairDataModule:
+        return PairDataModule(
+            corpus, encoder, batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
+            scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
+        )
+
+    def fresh_module() -> DualEncoderModule:
+        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim)
+
+    tmp = tempfile.TemporaryDirectory()
+    print(f"machine: {machine()}")
+    print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round")
+
+    def lightning_run() -> float:
+        clock = StepClock()
+        tracker = RunTracker(f"sqlite:///{tmp.name}/mlflow.db", "bench", "lightning")
+        trainer = instantiate(
+            cfg.trainer, max_epochs=-1, max_steps=steps, logger=tracker.lightning_logger(),
+            callbacks=[clock], enable_checkpointing=False, default_root_dir=tmp.name,
+        )
+        trainer.fit(fresh_module(), datamodule=datamodule())
+        tracker.finish()
+        return pairs_per_second(clock.ends, batch_size)
+
+    def plain_run() -> float:
+        module = fresh_module()
+        model, loss_fn = module.encoder, module.loss
+        optimizer, schedule = module.optimizer_and_schedule(steps)
+        loader = datamodule().train_dataloader()
+        batches = itertools.chain.from_iterable(loader for _ in itertools.count())
+        ends = []
+        model.train()
+        for batch in itertools.islice(batches, steps):
+            loss = loss_fn(model(**batch["query"]), model(**batch["passage"]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
+            optimizer.step()
+            schedule.step()
+            ends.append(time.perf_counter())
+        return pairs_per_second(ends, batch_size)
+
+    candidates = {"lightning": lightning_run, "plain loop": plain_run}
+    if not args.skip_st:
+        candidates["sentence-transformers"] = sentence_transformers_run(cfg, encoder, datamodule().pairs, steps, tmp.name)
+    rates = interleave(candidates, args.rounds)
+    ratio_report(rates, "lightning", "pairs/s")
+
+
+def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):
+    """A callable training a SentenceTransformer copy of ``encoder`` for ``steps`` steps; returns pairs/s."""
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import TrainerCallback
+
+    if encoder.pooling != "mean" or encoder.prefixes["query"] or encoder.prefixes["passage"]:
+        raise SystemExit("the sentence-transformers comparison assumes mean pooling and no prefixes")
+    saved = f"{workdir}/backbone"
+    encoder.backbone.save_pretrained(saved)
+    encoder.tokenizer.save_pretrained(saved)
+    dataset = pairs.select_columns(["question", "passage"]).rename_columns({"question": "anchor", "passage": "positive"})
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, *args, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    def run() -> float:
+        transformer = Transformer(saved, max_seq_length=encoder.max_length)
+        model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu")
+        training_args = SentenceTransformerTrainingArguments(
+            output_dir=f"{workdir}/st", per_device_train_batch_size=cfg.batch_size, max_steps=steps,
+            learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
+            max_grad_norm=cfg.trainer.gradient_clip_val, logging_steps=cfg.trainer.log_every_n_steps,
+            lr_scheduler_type="linear", optim="adamw_torch", save_strategy="no", report_to="none",
+            dataloader_drop_last=True, use_cpu=True, seed=cfg.seed,
+        )
+        clock = Clock()
+        loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.loss.temperature)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss,
+                                       callbacks=[clock]).train()
+        return pairs_per_second(clock.ends, cfg.batch_size)
+
+    return run
+
+
+if __name__ == "__main__":
+    main()

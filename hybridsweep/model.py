@@ -22,7 +22,8 @@ class TextEncoder(nn.Module):
 
     ``pooling`` is ``mean`` (average of the last hidden states over non-padding tokens) or ``cls``
     (the first token's state). ``query_prefix``/``passage_prefix`` are prepended to the texts of
-    each role (e5 uses ``"query: "``/``"passage: "``), so one tower serves both roles.
+    each role (e5 uses ``"query: "``/``"passage: "``), so one tower serves both roles. An optional
+    ``head`` maps the pooled vector before normalisation (LaBSE's ``tanh(W h + b)`` dense layer).
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class TextEncoder(nn.Module):
         passage_prefix: str = "",
         max_length: int = 128,
         normalize: bool = True,
+        head: nn.Module | None = None,
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -42,6 +44,7 @@ class TextEncoder(nn.Module):
         self.backbone, self.tokenizer, self.name = backbone, tokenizer, name
         self.pooling, self.max_length, self.normalize = pooling, max_length, normalize
         self.prefixes = {"query": query_prefix, "passage": passage_prefix}
+        self.head = head if head is not None else nn.Identity()
 
     def tokenize(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
         prefix = self.prefixes[role]
@@ -57,6 +60,7 @@ class TextEncoder(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = self.head(pooled)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,9 @@ def shared_data_dir() -> Path:
 def isolated_env(tmp_path, monkeypatch) -> Path:
     """A temporary working directory with its own MLflow store and model cache."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # A URI set by an earlier test in this process would win over the variable.
+    mlflow.set_tracking_uri(uri)
     monkeypatch.setenv("HYBRIDSWEEP_CACHE", str(tmp_path / "cache"))
     return tmp_path

@@ -31,8 +31,11 @@ def test_two_point_multirun_is_logged_side_by_side(isolated_env):
     done = run_cli(["-m", "batch_size=8,16", *TINY], isolated_env)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    runs = mlflow.search_runs(experiment_names=["hybridsweep"])
-    assert len(runs) == 2
+    everything = mlflow.search_runs(experiment_names=["hybridsweep"])
+    parents = everything[everything["tags.hybridsweep.role"] == "parent"]
+    assert len(parents) == 1, "one parent run per multirun"
+    runs = everything[everything["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
+    assert len(runs) == 2 and len(everything) == 3
     assert set(runs["status"]) == {"FINISHED"}
     assert sorted(runs["params.batch_size"]) == ["16", "8"]
     assert set(runs["params.sampling.strategy"]) == {"hybrid"}
@@ -52,7 +55,7 @@ def test_two_point_multirun_is_logged_side_by_side(isolated_env):
 
     table = subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "sweep_table.py")],
-        cwd=isolated_env, capture_output=True, text=True, timeout=300,
+        cwd=isolated_env, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
     )
     assert table.returncode == 0, table.stderr[-2000:]
     written = pd.read_csv(isolated_env / "reports" / "sweep_table.csv")

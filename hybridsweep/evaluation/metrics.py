@@ -48,10 +48,8 @@ def block_ranks(scores: np.ndarray, positions: np.ndarray, block_starts: np.ndar
     return per_block.sum(-1) + 1, within + 1
 
 
-def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray], sort: bool = True) -> list[np.ndarray]:
-    """The 1-based ranks of each query's relevant candidates, sorted ascending.
-
-    With ``sort=False`` the ranks stay aligned with ``relevant`` (to tell which candidate got which).
+def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray]) -> list[np.ndarray]:
+    """The 1-based ranks of each query's relevant candidates in one pool, sorted ascending.
 
     Args:
         scores: (n_queries, pool_size) similarity of every query to every candidate of the pool.
@@ -59,8 +57,7 @@ def relevant_ranks(scores: np.ndarray, relevant: list[np.ndarray], sort: bool = 
     """
     positions, valid = pad_rows(relevant, np.int64(0))
     overall, _ = block_ranks(scores, positions, np.array([0]))
-    ranks = [overall[i, valid[i]] for i in range(len(relevant))]
-    return [np.sort(r) for r in ranks] if sort else ranks
+    return [np.sort(overall[i, valid[i]]) for i in range(len(relevant))]
 
 
 def grouped_average_precisions(

@@ -50,11 +50,11 @@ def _log_result(tracker: RunTracker, result: RetrievalResult, prefix: str, step:
     tracker.log_frame(result.per_question, PER_QUESTION_ARTIFACT, folder)
 
 
-def _log_suites(tracker: RunTracker, suites: dict[str, EvalSuite], encoder: TextEncoder, batch_size: int,
+def _log_suites(tracker: RunTracker, suites: dict[str, EvalSuite], encoder: TextEncoder, eval_cfg: DictConfig,
                 prefix: str, step: int) -> None:
-    """Evaluate every ``eval.extra`` suite and log it under ``<prefix><key>/``."""
+    """Evaluate every ``eval.extra`` suite (in ``eval.precision``) and log it under ``<prefix><key>/``."""
     for key, suite in suites.items():
-        result = suite.evaluate(encoder, batch_size)
+        result = suite.evaluate(encoder, eval_cfg.batch_size, eval_cfg.precision)
         tracker.log_metrics(result.metrics, step=step, prefix=f"{prefix}{key}/")
         for name, matrix in result.matrices.items():
             tracker.log_matrix(matrix, name, f"{key} {name} ({prefix.rstrip('/') or 'trained'})", f"{prefix}{key}")
@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> float:
         eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k, precision=cfg.eval.precision)
         if cfg.eval.before_training:
             _log_result(tracker, evaluate_encoder(encoder, eval_corpus, **eval_args), "init/", step=0)
-            _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "init/", step=0)
+            _log_suites(tracker, extra_suites, encoder, cfg.eval, "init/", step=0)
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             logger=tracker.lightning_logger(),
@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> float:
         trainer.fit(module, datamodule=datamodule, ckpt_path=point.ckpt_path)
         result = evaluate_encoder(encoder, eval_corpus, **eval_args)
         _log_result(tracker, result, "", step=trainer.global_step)
-        _log_suites(tracker, extra_suites, encoder, cfg.eval.batch_size, "", step=trainer.global_step)
+        _log_suites(tracker, extra_suites, encoder, cfg.eval, "", step=trainer.global_step)
     except BaseException as error:
         tracker.log_text(traceback.format_exc(), "traceback.txt")
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

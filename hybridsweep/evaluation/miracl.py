@@ -18,6 +18,7 @@ import pandas as pd
 from hybridsweep.data.miracl import MIRACL_HUB_ROOT, load_miracl
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.suites import SuiteResult
+from hybridsweep.evaluation.precision import Precision
 from hybridsweep.model import TextEncoder
 
 
@@ -52,14 +53,14 @@ class MiraclSuite:
     def __init__(self, languages: list[str], split: str = "dev", root: str = MIRACL_HUB_ROOT):
         self.sets = [load_miracl(lang, split, root) for lang in languages]
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int) -> SuiteResult:
+    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult:
         table = pd.DataFrame(index=pd.Index([s.lang for s in self.sets], name="language"),
                              columns=pd.Index(["ndcg_at_10", "recall_at_100"], name="metric"), dtype=float)
         for miracl in self.sets:
             passages = [f"{t} {x}".strip() for t, x in zip(miracl.passages["title"], miracl.passages["text"])]
-            passage_emb = encode_texts(encoder, passages, "passage", batch_size, desc=f"miracl {miracl.lang} corpus")
+            passage_emb = encode_texts(encoder, passages, "passage", batch_size, precision=precision, desc=f"miracl {miracl.lang} corpus")
             qids = list(miracl.queries)
-            query_emb = encode_texts(encoder, [miracl.queries[q] for q in qids], "query", batch_size)
+            query_emb = encode_texts(encoder, [miracl.queries[q] for q in qids], "query", batch_size, precision=precision)
             index = faiss.IndexFlatIP(passage_emb.shape[1])
             index.add(passage_emb)
             hits = index.search(query_emb, min(100, len(passages)))[1]

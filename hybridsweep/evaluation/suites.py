@@ -11,6 +11,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from hybridsweep.evaluation.precision import Precision
 from hybridsweep.model import TextEncoder
 
 
@@ -24,4 +25,4 @@ class SuiteResult:
 class EvalSuite(Protocol):
     name: str
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int) -> SuiteResult: ...
+    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult: ...

@@ -18,6 +18,7 @@ import pandas as pd
 from hybridsweep.data.tatoeba import Bitext, load_tatoeba
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.suites import SuiteResult
+from hybridsweep.evaluation.precision import Precision
 from hybridsweep.model import TextEncoder
 
 
@@ -38,12 +39,12 @@ class TatoebaSuite:
                  download_dir: str | os.PathLike = "~/.cache/hybridsweep/downloads"):
         self.bitexts: list[Bitext] = load_tatoeba(languages, root, download_dir)
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int) -> SuiteResult:
+    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult:
         table = pd.DataFrame(columns=pd.Index(["xx->en", "en->xx"], name="direction"),
                              index=pd.Index([b.lang for b in self.bitexts], name="language"), dtype=float)
         for bitext in self.bitexts:
-            source = encode_texts(encoder, bitext.sentences, "query", batch_size, desc=f"tatoeba {bitext.lang}")
-            english = encode_texts(encoder, bitext.english, "query", batch_size, desc=f"tatoeba {bitext.lang}-en")
+            source = encode_texts(encoder, bitext.sentences, "query", batch_size, precision=precision, desc=f"tatoeba {bitext.lang}")
+            english = encode_texts(encoder, bitext.english, "query", batch_size, precision=precision, desc=f"tatoeba {bitext.lang}-en")
             table.loc[bitext.lang] = [top1_accuracy(source, english), top1_accuracy(english, source)]
         metrics = {f"accuracy/{lang}-en": row["xx->en"] for lang, row in table.iterrows()}
         metrics |= {f"accuracy/en-{lang}": row["en->xx"] for lang, row in table.iterrows()}

@@ -14,7 +14,6 @@ and logged to a report run ``report:<output>`` of the profile's experiment.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep.reports.runs import finished_overrides, log_report, per_question_ap, sweep_runs
@@ -66,13 +67,12 @@ def sweep_overrides(profile: DictConfig, sweep: str) -> list[str]:
 
 
 def expected_points(overrides: list[str]) -> set[frozenset[str]]:
-    """Every point of a Hydra grid sweep as the set of its ``key=value`` overrides (each comma
-    list expanded), in the form train.py records in the ``overrides`` tag."""
-    choices = []
-    for override in overrides:
-        key, _, values = override.partition("=")
-        choices.append([f"{key}={value}" for value in values.split(",")])
-    return {frozenset(point) for point in itertools.product(*choices)}
+    """Every point of a Hydra grid sweep as the set of its ``key=value`` overrides, expanded by
+    Hydra's own basic sweeper, so each point reads exactly as the job's ``overrides`` tag (list
+    values such as ``languages=[de,en]`` stay one value; ``~key`` becomes ``~key=null``)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    (points,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return {frozenset(point) for point in points}
 
 
 def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str) -> None:

@@ -277,6 +277,15 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     assert len(launched) == 1, "every point finished: the sweep command must not run again"
 
 
+def test_expected_points_match_hydra_job_overrides():
+    """List values are one value, not a sweep; deletions read as the job records them."""
+    paper = _load_paper_module()
+    points = paper.expected_points(["sampling=mono,hybrid", "data.corpus.languages=[de,en]", "~eval.extra.tatoeba"])
+    assert points == {
+        frozenset({f"sampling={s}", "data.corpus.languages=[de,en]", "~eval.extra.tatoeba=null"}) for s in ("mono", "hybrid")
+    }
+
+
 def test_unknown_profile_key_is_named(tmp_path):
     paper = _load_paper_module()
     bad = tmp_path / "bad.yaml"

@@ -1,6 +1,6 @@
 """The embedded default encoder: a small BERT built from a config, with a tokenizer trained here.
 
-Nothing is downloaded. The WordPiece tokenizer is trained by the ``tokenizers`` library on the
+Nothing is downloaded. The BPE subword tokenizer is trained by the ``tokenizers`` library on the
 training corpus and saved with ``save_pretrained`` under ``cache_dir``, keyed by a hash of the
 corpus and the tokenizer settings, so later runs (every point of a sweep) load it instead of
 training it again. The backbone is randomly initialised from ``seed``, hence identical across runs.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from hybridsweep.data.parallel_qa import ParallelQA
@@ -23,13 +23,19 @@ from hybridsweep.model import TextEncoder
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def _train_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+def _train_subwords(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A BPE subword vocabulary of ``texts`` behind BERT's normalizer and pre-tokenizer.
+
+    BPE rather than WordPiece because the WordPiece trainer numbers its ``##`` pieces in hash-map
+    order, which changes from process to process and, through tie-breaking, changes the vocabulary
+    itself (huggingface/tokenizers#1794); BPE without a subword prefix trains the same vocabulary
+    every time, so a fresh cache reproduces a run.
+    """
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     # Han characters are split one by one, as multilingual BERT does; accents are kept (Greek).
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False, handle_chinese_chars=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS))
+    tokenizer.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS))
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -41,9 +47,9 @@ def _train_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFa
 
 
 def cached_tokenizer(corpus: ParallelQA, vocab_size: int, cache_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
-    """The WordPiece tokenizer of ``corpus``, trained once and then loaded from ``cache_dir``."""
+    """The subword tokenizer of ``corpus``, trained once and then loaded from ``cache_dir``."""
     texts = corpus.texts()
-    digest = hashlib.sha256(f"wordpiece-v1|{vocab_size}|".encode())
+    digest = hashlib.sha256(f"bpe-v1|{vocab_size}|".encode())
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\0")
@@ -52,7 +58,7 @@ def cached_tokenizer(corpus: ParallelQA, vocab_size: int, cache_dir: str | os.Pa
     # Parallel sweep jobs may reach this together: one trains, the others wait and load.
     with FileLock(str(path) + ".lock"):
         if not (path / "tokenizer.json").exists():
-            _train_wordpiece(texts, vocab_size).save_pretrained(path)
+            _train_subwords(texts, vocab_size).save_pretrained(path)
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 

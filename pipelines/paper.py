@@ -7,6 +7,8 @@
 For each target, first its sweep (``conf/paper/<profile>.yaml``): when any of the sweep's points
 has no finished run in MLflow, the sweep's ``python -m hybridsweep.train -m ...`` command runs
 (once sweeps resume, that trains only the missing points); when all are there, nothing trains.
+A point is known by its config hash, so a point that two sweeps share is trained once and serves
+both.
 Then the outputs are built from MLflow alone into ``reports/<profile>/<output>.{md,csv,tex[,png]}``
 and logged to a report run ``report:<output>`` of the profile's experiment.
 """
@@ -22,14 +24,16 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hybridsweep.reports.runs import finished_overrides, log_report, per_question_ap, sweep_runs
+from hybridsweep.reports.runs import log_report, per_question_ap, point_runs
 from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
 from hybridsweep.reports.tables import (
     SETTINGS, build_table, language_column, metric_column, multilingual_languages, setting_column, write_table,
 )
+from hybridsweep.resume import config_hash
 from hybridsweep.tracking import tracking_uri
 from hybridsweep.train import config_dir
 
@@ -75,15 +79,23 @@ def expected_points(overrides: list[str]) -> set[frozenset[str]]:
     return {frozenset(point) for point in points}
 
 
+def grid_hashes(overrides: list[str]) -> dict[str, frozenset[str]]:
+    """Config hash -> point for every point of the grid, each composed as ``train`` composes it,
+    so a point is recognised by what it computes, whichever sweep or command trained it."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return {config_hash(compose("train", overrides=sorted(point))): point for point in expected_points(overrides)}
+
+
 def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str) -> None:
     """Run the sweep's command unless every one of its points already has a finished run."""
     overrides = sweep_overrides(profile, sweep)
-    expected = expected_points(overrides)
-    missing = expected - finished_overrides(profile.experiment, sweep_dir(profile_name, sweep))
+    grid = grid_hashes(overrides)
+    finished = point_runs(profile.experiment, grid)
+    missing = len(grid) - len(finished)
     if not missing:
-        print(f"[paper] sweep {sweep}: all {len(expected)} points are in MLflow; nothing to train", flush=True)
+        print(f"[paper] sweep {sweep}: all {len(grid)} points are in MLflow; nothing to train", flush=True)
         return
-    print(f"[paper] sweep {sweep}: {len(missing)} of {len(expected)} points missing; running the sweep", flush=True)
+    print(f"[paper] sweep {sweep}: {missing} of {len(grid)} points missing; running the sweep", flush=True)
     command = [sys.executable, "-m", "hybridsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir(profile_name, sweep)}"]
     # One intra-op thread unless the caller chose otherwise: small models crawl with spinning threads.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
@@ -102,12 +114,14 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
     source = sweep_dir(profile_name, spec.sweep)
-    grid = expected_points(sweep_overrides(profile, spec.sweep))
-    runs = sweep_runs(profile.experiment, source)
-    # Only the profile's grid: runs of an earlier, different grid under the same sweep dir stay out.
-    runs = runs[runs["tags.overrides"].map(lambda tag: frozenset(str(tag).split()) in grid)]
+    grid = grid_hashes(sweep_overrides(profile, spec.sweep))
+    # Only the profile's grid: runs of an earlier, different grid stay out; shared points come in.
+    runs = point_runs(profile.experiment, grid, source)
     if runs.empty:
         raise SystemExit(f"no finished run of sweep {source!r} matches the grid of profile {profile_name}; train it first")
+    if len(runs) < len(grid):
+        print(f"[paper] warning: {target} is built from {len(runs)} of the {len(grid)} points of sweep {spec.sweep}",
+              file=sys.stderr)
     n_boot = int(profile.get("n_boot", 1000))
     bias = dict(profile.get("bias_metrics", {}))
     out.mkdir(parents=True, exist_ok=True)

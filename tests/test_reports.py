@@ -13,8 +13,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from hydra import compose, initialize_config_dir
+
 from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.resume import HASH_TAG, config_hash
+from hybridsweep.train import config_dir
 from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 
 N_BOOT = 200
@@ -78,9 +82,16 @@ def bootstrap_by_loop(frames: list[pd.DataFrame], setting: str, n_boot: int, see
     return np.percentile(combined, [2.5, 97.5])
 
 
+def point_hash(overrides: str) -> str:
+    """The config hash train.py tags a run with, for a point given by its overrides."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return config_hash(compose("train", overrides=overrides.split()))
+
+
 def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides=""):
-    """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag."""
-    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": overrides})
+    """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag, and
+    the config hash tag is that of the point they compose."""
+    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": overrides, HASH_TAG: point_hash(overrides)})
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     for key, value in metrics.items():
@@ -111,7 +122,7 @@ def strategy_store(isolated_env):
     log_run(client, experiment_id, "multirun/paper/test/strategies", {"model.name": "m1", "sampling.strategy": "mono", "seed": "5"},
             {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
             overrides=f"sampling=mono seed=5 {COMMON}")
-    # A run of another sweep that must not leak into the tables.
+    # A run of another sweep with the same config as a grid point: the grid's own run wins.
     log_run(client, experiment_id, "other", {"model.name": "m1", "sampling.strategy": "mono", "seed": "0"},
             {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
             overrides=f"sampling=mono seed=0 {COMMON}")
@@ -252,7 +263,8 @@ def test_best_cell_only_when_intervals_separate():
 
 
 def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
-    """Expected points come from the grid; a sweep whose points all finished launches nothing."""
+    """Expected points come from the grid; a sweep whose points all finished launches nothing,
+    also when another sweep trained one of them (the resume logic skips it in this sweep)."""
     paper = _load_paper_module()
     profile = paper.load_profile(_profile(isolated_env))
     overrides = paper.sweep_overrides(profile, "strategies")
@@ -266,15 +278,39 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     )
     client = MlflowClient()
     experiment_id = client.create_experiment("paper-test")
-    for point in sorted(points, key=sorted)[:5]:
+    last = frozenset({"sampling=mono", "seed=0", "trainer.max_epochs=1", "tracking.experiment=paper-test"})
+    for point in points - {last}:
         log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(sorted(point)))
     paper.ensure_sweep("test", profile, "strategies")
     assert len(launched) == 1 and "hydra.sweep.dir=multirun/paper/test/strategies" in launched[0]
 
-    last = sorted(points, key=sorted)[5]
-    log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(last))
+    # The same point trained by another sweep, written without the default seed=0.
+    log_run(client, experiment_id, "multirun/paper/test/other", {}, {}, overrides=" ".join(sorted(last - {"seed=0"})))
     paper.ensure_sweep("test", profile, "strategies")
     assert len(launched) == 1, "every point finished: the sweep command must not run again"
+
+
+def test_points_trained_by_another_sweep_are_in_the_table(strategy_store, isolated_env):
+    """A grid point whose run came from another sweep (same config) is built in; an other-config
+    run of that sweep is not."""
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("paper-test").experiment_id
+    hybrid0 = mlflow.search_runs(experiment_names=["paper-test"], filter_string=
+                                 "tags.overrides = 'sampling=hybrid seed=0 trainer.max_epochs=1 tracking.experiment=paper-test'")
+    client.delete_run(hybrid0["run_id"].iloc[0])
+    frame = strategy_store["hybrid", 0]
+    metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
+    log_run(client, experiment_id, "multirun/paper/test/batch", {"model.name": "m1", "sampling.strategy": "hybrid",
+            "seed": "0"}, metrics, frame, isolated_env, overrides=f"sampling=hybrid {COMMON}")
+    log_run(client, experiment_id, "multirun/paper/test/batch", {"model.name": "m1", "sampling.strategy": "hybrid",
+            "seed": "0"}, {"map_full/multilingual": 0.0}, overrides=f"sampling=hybrid batch_size=7 {COMMON}")
+    paper = _load_paper_module()
+    paper.build("test", paper.load_profile(_profile(isolated_env)), "table-xquad", isolated_env / "reports")
+    table = pd.read_csv(isolated_env / "reports" / "table_xquad.csv")
+    row = table[(table["sampling.strategy"] == "hybrid") & (table["column"] == "multilingual")].iloc[0]
+    assert row["n_runs"] == 2
+    expected = np.mean([value_by_loop(strategy_store["hybrid", seed], "multilingual") for seed in (0, 1)])
+    assert row["mean"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_expected_points_match_hydra_job_overrides():

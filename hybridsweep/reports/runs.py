@@ -12,6 +12,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.resume import HASH_TAG
 
 
 def _training_runs(experiment: str) -> pd.DataFrame:
@@ -39,15 +40,22 @@ def sweep_runs(experiment: str, sweep: str | None = None) -> pd.DataFrame:
     return selected.reset_index(drop=True)
 
 
-def finished_overrides(experiment: str, sweep: str) -> set[frozenset[str]]:
-    """The override sets (``overrides`` tag, split on spaces) of the sweep's finished runs."""
+def point_runs(experiment: str, hashes: Iterable[str], sweep: str | None = None) -> pd.DataFrame:
+    """One finished run per config hash in ``hashes`` (tag ``hybridsweep.config_hash``), whichever
+    sweep trained it: a point shared by two sweeps is trained once and skipped by the second (see
+    :mod:`hybridsweep.resume`). Where a hash has several runs, the one of ``sweep`` (a ``sweep``
+    tag value) is taken, else the newest. Empty when the experiment does not exist yet."""
     if mlflow.get_experiment_by_name(experiment) is None:
-        return set()
+        return pd.DataFrame()
     runs = _training_runs(experiment)
-    if runs.empty or "tags.sweep" not in runs or "tags.overrides" not in runs:
-        return set()
-    selected = runs[runs["tags.sweep"] == sweep]
-    return {frozenset(str(tag).split()) for tag in selected["tags.overrides"].dropna()}
+    column = f"tags.{HASH_TAG}"
+    if runs.empty or column not in runs:
+        return pd.DataFrame()
+    runs = runs[runs[column].isin(set(hashes))].copy()
+    own = runs["tags.sweep"] == sweep if "tags.sweep" in runs else False
+    runs["_own"] = own
+    runs = runs.sort_values(["_own", "start_time"], ascending=False).drop_duplicates(column)
+    return runs.drop(columns="_own").reset_index(drop=True)
 
 
 @lru_cache(maxsize=4096)

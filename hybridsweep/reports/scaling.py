@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -76,12 +76,18 @@ def plot_scaling(
     extrapolate: float = 4.0,
 ) -> plt.Figure:
     """One panel per column: points with interval bars, the fit solid, its extrapolation up to
-    ``extrapolate`` times the largest size dashed; log-scaled size axis."""
+    ``extrapolate`` times the largest size dashed; log-scaled size axis. At most three panels a
+    row, so that the mAP settings share a row and the bias measures take the next."""
     columns = list(dict.fromkeys(points["column"]))
-    figure, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 4.0), squeeze=False)
+    ncols = min(3, len(columns))
+    nrows = -(-len(columns) // ncols)
+    figure, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.0 * nrows), squeeze=False)
+    axes = grid.ravel()
+    for unused in axes[len(columns):]:
+        unused.set_visible(False)
     lines = sorted({tuple(row) for row in points[list(line_keys)].itertuples(index=False)}, key=str)
     colours = {line: plt.cm.tab10(i % 10) for i, line in enumerate(lines)}
-    for panel, column in zip(axes[0], columns):
+    for panel, column in zip(axes, columns):
         for line in lines:
             mask = (points["column"] == column) & np.logical_and.reduce(
                 [points[k] == v for k, v in zip(line_keys, line)]
@@ -105,12 +111,15 @@ def plot_scaling(
             panel.plot(measured, a - b * measured ** -c, "-", color=colour)
             panel.plot(beyond, a - b * beyond ** -c, "--", color=colour)
         panel.set_xscale("log")
-        panel.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
+        # A short log axis has one decade label at most: label the measured sizes instead.
+        panel.set_xticks(sorted(points["x"].unique()))
+        panel.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        panel.xaxis.set_minor_formatter(NullFormatter())
         panel.set_xlabel(x_label)
         panel.set_ylabel(f"mAP ({column})" if column in SETTINGS else column)
         panel.set_title(column)
         panel.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7, title="points ±95% CI; fit solid, extrapolation dashed", title_fontsize=6)
+    axes[0].legend(fontsize=7, title="points ±95% CI; fit solid, extrapolation dashed", title_fontsize=6)
     figure.tight_layout()
     return figure
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 from pathlib import Path
 
@@ -64,8 +65,12 @@ def train(cfg: DictConfig) -> float:
     """Validate, build, train, evaluate and log one point; returns its multilingual mAP.
 
     A point whose config hash has a finished run is skipped; an interrupted one is resumed from
-    its last checkpoint into its run (:mod:`hybridsweep.resume`).
+    its last checkpoint into its run (:mod:`hybridsweep.resume`). Where the point's time went is
+    logged as ``time/*_s``: ``fit`` (``Trainer.fit``), ``eval`` (the evaluations, before and after
+    training) and ``overhead``, the rest of the point (building data, tokenizer and model,
+    MLflow run and logging), which a sweep pays once per point.
     """
+    started = time.perf_counter()
     validate(cfg)  # before anything is opened or logged
     run_name, tags, output_dir = point_identity(cfg)
     point = open_point_run(cfg, run_name, tags)
@@ -101,19 +106,29 @@ def train(cfg: DictConfig) -> float:
         })
         tracker.log_config(cfg)
         eval_args = dict(batch_size=cfg.eval.batch_size, top_k=cfg.eval.top_k, precision=cfg.eval.precision)
+        eval_seconds = 0.0
         if cfg.eval.before_training:
+            eval_started = time.perf_counter()
             _log_result(tracker, evaluate_encoder(encoder, eval_corpus, **eval_args), "init/", step=0)
             _log_suites(tracker, extra_suites, encoder, cfg.eval, "init/", step=0)
+            eval_seconds += time.perf_counter() - eval_started
         trainer: L.Trainer = instantiate(
             cfg.trainer,
             logger=tracker.lightning_logger(),
             callbacks=[ModelCheckpoint(dirpath=point.checkpoint_dir, save_last=True), RngStateCheckpoint()],
             default_root_dir=str(output_dir),
         )
+        fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=point.ckpt_path)
+        fit_seconds = time.perf_counter() - fit_started
+        eval_started = time.perf_counter()
         result = evaluate_encoder(encoder, eval_corpus, **eval_args)
         _log_result(tracker, result, "", step=trainer.global_step)
         _log_suites(tracker, extra_suites, encoder, cfg.eval, "", step=trainer.global_step)
+        eval_seconds += time.perf_counter() - eval_started
+        total = time.perf_counter() - started
+        tracker.log_metrics({"fit_s": fit_seconds, "eval_s": eval_seconds, "overhead_s": total - fit_seconds - eval_seconds},
+                            step=trainer.global_step, prefix="time/")
     except BaseException as error:
         tracker.log_text(traceback.format_exc(), "traceback.txt")
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")

@@ -45,6 +45,11 @@ def test_two_point_multirun_is_logged_side_by_side(isolated_env):
         assert values.between(0, 1).all() and values.notna().all()
         assert runs[f"metrics.init/map_full/{setting}"].notna().all()
     assert runs["metrics.train/loss"].notna().all()
+    # Where each point's time went: the phases are positive and fit inside the run's own span.
+    phases = runs[["metrics.time/fit_s", "metrics.time/eval_s", "metrics.time/overhead_s"]]
+    assert (phases > 0).all().all()
+    span = (runs["end_time"] - runs["start_time"]).dt.total_seconds()
+    assert (phases.sum(axis=1) <= span + 1.0).all()
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run_id = runs["run_id"].iloc[0]

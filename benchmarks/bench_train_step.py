@@ -115,8 +115,10 @@ def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import TrainerCallback
 
-    if encoder.pooling != "mean" or encoder.prefixes["query"] or encoder.prefixes["passage"]:
-        raise SystemExit("the sentence-transformers comparison assumes mean pooling and no prefixes")
+    if encoder.pooling != "mean":
+        raise SystemExit("the sentence-transformers comparison assumes mean pooling")
+    # Prefixes (e5's "query: "/"passage: ") become sentence-transformers' per-column prompts.
+    prompts = {"anchor": encoder.prefixes["query"], "positive": encoder.prefixes["passage"]}
     saved = f"{workdir}/backbone"
     encoder.backbone.save_pretrained(saved)
     encoder.tokenizer.save_pretrained(saved)
@@ -138,6 +140,7 @@ def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):
             max_grad_norm=cfg.trainer.gradient_clip_val, logging_steps=cfg.trainer.log_every_n_steps,
             lr_scheduler_type="linear", optim="adamw_torch", save_strategy="no", report_to="none",
             dataloader_drop_last=True, use_cpu=True, seed=cfg.seed,
+            prompts={column: prefix for column, prefix in prompts.items() if prefix} or None,
         )
         clock = Clock()
         loss = MultipleNegativesRankingLoss(model, scale=1.0 / cfg.loss.temperature)

@@ -99,3 +99,27 @@ def test_gradient_checkpointing_gives_the_same_gradients(st_folder):
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
+
+
+def test_pruned_vocabulary_ids_are_cached_and_equal_a_direct_count(st_folder, tmp_path, monkeypatch):
+    """The kept ids are every piece the texts tokenize to (counted here by a plain loop), and a
+    second build with the same tokenizer, prefixes and texts reads them without tokenizing."""
+    from transformers import AutoTokenizer
+
+    from hybridsweep.encoders import variants
+
+    tokenizer = AutoTokenizer.from_pretrained(st_folder)
+    texts = TEXTS * 2
+    expected = set(tokenizer.all_special_ids)
+    for text in texts:
+        for prefix in ("q: ", "p: "):
+            expected.update(tokenizer(prefix + text)["input_ids"])
+    first = variants.used_token_ids(tokenizer, texts, ("q: ", "p: "), tmp_path)
+    assert first.tolist() == sorted(expected)
+    assert len(list((tmp_path / "vocabulary").glob("*.pt"))) == 1
+
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda *a, **k: pytest.fail("tokenized again despite the cache"))
+    assert variants.used_token_ids(tokenizer, texts, ("q: ", "p: "), tmp_path).tolist() == sorted(expected)
+    # Other texts are another key, never the cached ids.
+    with pytest.raises(pytest.fail.Exception):
+        variants.used_token_ids(tokenizer, texts[:1], ("q: ", "p: "), tmp_path)

@@ -180,4 +180,5 @@ def e5_small(
         passage_prefix=passage_prefix, max_length=max_length, num_layers=num_layers,
         prune_vocabulary_to_corpora=prune_vocabulary_to_corpora, vocabulary_corpora=vocabulary_corpora,
         freeze_word_embeddings=freeze_word_embeddings, gradient_checkpointing=gradient_checkpointing,
+        cache_dir=cache_dir,
     )

@@ -91,7 +91,7 @@ def hf_encoder(
     freeze_word_embeddings: bool = False,
     gradient_checkpointing: bool = False,
 ) -> TextEncoder:
-    """A hub or local encoder as a TextEncoder (``cache_dir`` is unused: the hub keeps its own cache)."""
+    """A hub or local encoder as a TextEncoder (``cache_dir`` keeps pruned-vocabulary ids; the hub keeps its own model cache)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         backbone = AutoModel.from_pretrained(name_or_path)
@@ -105,5 +105,5 @@ def hf_encoder(
         query_prefix=query_prefix, passage_prefix=passage_prefix, max_length=max_length,
         num_layers=num_layers, prune_vocabulary_to_corpora=prune_vocabulary_to_corpora,
         vocabulary_corpora=vocabulary_corpora, freeze_word_embeddings=freeze_word_embeddings,
-        gradient_checkpointing=gradient_checkpointing, head=head,
+        gradient_checkpointing=gradient_checkpointing, head=head, cache_dir=cache_dir,
     )

@@ -10,7 +10,8 @@ has no finished run in MLflow, the sweep's ``python -m hybridsweep.train -m ...`
 A point is known by its config hash, so a point that two sweeps share is trained once and serves
 both.
 Then the outputs are built from MLflow alone into ``reports/<profile>/<output>.{md,csv,tex[,png]}``
-and logged to a report run ``report:<output>`` of the profile's experiment.
+and logged to a report run ``report:<output>`` of the profile's experiment and to the parent run
+of the target's sweep (artifacts ``report/<output>/``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
         fits = fit_lines(points, lines)
         figure = plot_scaling(points, fits, lines, spec.x_label, float(profile.get("extrapolate", 4.0)))
         paths = write_scaling(points, fits, figure, stem, spec.caption)
-    run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source})
+    run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source}, source)
     print(f"[paper] {target}: wrote {', '.join(p.name for p in paths)} (report run {run_id})", flush=True)
     return paths
 

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.resume import HASH_TAG, config_hash
+from hybridsweep.sweep import ROLE_TAG, SWEEP_DIR_TAG
 from hybridsweep.train import config_dir
 from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 
@@ -109,6 +110,8 @@ def strategy_store(isolated_env):
     """3 strategies x 2 seeds of one initializer, with per-question APs and a bias metric."""
     client = MlflowClient()
     experiment_id = client.create_experiment("paper-test")
+    # The multirun's parent run, as the sweep callback opens it.
+    client.create_run(experiment_id, run_name="sweep", tags={ROLE_TAG: "parent", SWEEP_DIR_TAG: "multirun/paper/test/strategies"})
     frames = {}
     for strategy, seed in itertools.product(STRATEGIES, (0, 1)):
         frame = per_question_frame(strategy, seed)
@@ -194,6 +197,10 @@ def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolate
     assert len(reports) == 1
     logged = {a.path for a in MlflowClient().list_artifacts(reports["run_id"].iloc[0])}
     assert {"table_xquad.md", "table_xquad.csv", "table_xquad.tex", "table_xquad_languages.md"} <= logged
+    # ... and to the parent run of the sweep the table was built from.
+    parent = mlflow.search_runs(experiment_names=["paper-test"], filter_string=f"tags.`{ROLE_TAG}` = 'parent'")
+    in_parent = {a.path for a in MlflowClient().list_artifacts(parent["run_id"].iloc[0], "report/table_xquad")}
+    assert {"report/table_xquad/table_xquad.md", "report/table_xquad/table_xquad.csv"} <= in_parent
 
 
 def test_bias_table_over_seeds_with_lower_is_better(strategy_store, isolated_env):

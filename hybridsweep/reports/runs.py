@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.resume import HASH_TAG
+from hybridsweep.sweep import find_parent
 
 
 def _training_runs(experiment: str) -> pd.DataFrame:
@@ -76,13 +77,23 @@ def per_question_ap(run_id: str, folder: str = "") -> pd.DataFrame | None:
     return frame
 
 
-def log_report(experiment: str, name: str, files: Iterable[Path], tags: Mapping[str, str]) -> str:
-    """One MLflow run ``report:<name>`` in ``experiment`` holding the report's files; its id."""
+def log_report(experiment: str, name: str, files: Iterable[Path], tags: Mapping[str, str], sweep: str | None = None) -> str:
+    """One MLflow run ``report:<name>`` in ``experiment`` holding the report's files; its id.
+
+    The same files also go to the parent run of the multirun that wrote to ``sweep`` (a sweep
+    directory), under ``report/<name>/``, so the sweep's own entry in MLflow shows what was built
+    from it.
+    """
     client = MlflowClient()
+    files = list(files)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     run = client.create_run(experiment_id, run_name=f"report:{name}", tags={"report": name, **tags})
     for path in files:
         client.log_artifact(run.info.run_id, str(path))
     client.set_terminated(run.info.run_id, "FINISHED")
+    parent = find_parent(client, experiment, sweep) if sweep else None
+    if parent is not None:
+        for path in files:
+            client.log_artifact(parent, str(path), f"report/{name}")
     return run.info.run_id

@@ -203,6 +203,33 @@ def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolate
     assert {"report/table_xquad/table_xquad.md", "report/table_xquad/table_xquad.csv"} <= in_parent
 
 
+def test_multilingual_interval_is_over_questions_when_languages_are_unbalanced():
+    """MLQA-R has more English questions than others: the multilingual value is the mean over
+    questions, and its interval must be the bootstrap of that mean (plain loop here), not of the
+    mean of per-language means."""
+    from hybridsweep.reports.stats import bootstrap_estimate
+    from hybridsweep.reports.tables import setting_column
+
+    rng = np.random.default_rng(3)
+    rows = [(f"e{i}", "en", "multilingual", "all", rng.uniform(0.6, 1.0)) for i in range(30)]
+    rows += [(f"d{i}", "de", "multilingual", "all", rng.uniform(0.0, 0.2)) for i in range(6)]
+    frame = pd.DataFrame(rows, columns=["qid", "q_lang", "setting", "c_lang", "ap"])
+    value = frame["ap"].mean()
+    run = pd.Series({"run_id": "r", "metrics.map_full/multilingual": value})
+    sample = setting_column("multilingual").sample(run, lambda _: frame)
+    estimate = bootstrap_estimate([sample], n_boot=N_BOOT, seed=0)
+
+    draws_rng = np.random.default_rng(0)
+    qids = sorted(frame["qid"].unique())
+    ap = dict(zip(frame["qid"], frame["ap"]))
+    draws = draws_rng.integers(0, len(qids), size=(N_BOOT, len(qids)))
+    replicates = [np.mean([ap[qids[i]] for i in draws[b]]) for b in range(N_BOOT)]
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    assert estimate.mean == pytest.approx(value)
+    assert (estimate.low, estimate.high) == (pytest.approx(low), pytest.approx(high))
+    assert estimate.low < value < estimate.high
+
+
 def test_bias_table_over_seeds_with_lower_is_better(strategy_store, isolated_env):
     paper = _load_paper_module()
     paper.build("test", paper.load_profile(_profile(isolated_env)), "table-bias", isolated_env / "reports")

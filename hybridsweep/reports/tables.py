@@ -42,9 +42,10 @@ def setting_column(setting: str) -> Column:
         if frame is None:
             return RunSample(float(value))
         rows = frame[frame["setting"] == setting]
-        return RunSample(float(value), pd.DataFrame({
-            "qid": rows["qid"], "cell": rows["q_lang"] + "-" + rows["c_lang"], "ap": rows["ap"],
-        }))
+        # Mono and cross average over language pairs; the multilingual pool averages over questions
+        # (LAReQA), which differs where languages have unequal question counts (MLQA-R).
+        cells = "all" if setting == "multilingual" else rows["q_lang"] + "-" + rows["c_lang"]
+        return RunSample(float(value), pd.DataFrame({"qid": rows["qid"], "cell": cells, "ap": rows["ap"]}))
 
     return Column(setting, sample)
 

@@ -36,7 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep.sweep import member_tag
-from hybridsweep.tracking import RunTracker, tracking_uri
+from hybridsweep.tracking import RunTracker, TrackedRunLogger, tracking_uri
 
 HASH_TAG = "hybridsweep.config_hash"
 # Keys that say where things are written or how fast, not what is computed.
@@ -67,7 +67,7 @@ class _LoggedSteps:
         return {key: value for key, value in metrics.items() if step > self.last.get(key, -1)}
 
 
-class _ResumingMLFlowLogger(MLFlowLogger):
+class _ResumingMLFlowLogger(TrackedRunLogger):
     """Lightning's MLflow logger that does not log again the steps a resumed run already holds."""
 
     def __init__(self, logged: _LoggedSteps, **kwargs):

@@ -44,6 +44,20 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+class TrackedRunLogger(MLFlowLogger):
+    """Lightning's MLflow logger, writing into a run that :class:`RunTracker` owns.
+
+    At the end of ``fit`` Lightning's logger marks its run FINISHED, yet evaluation is still to
+    come: a point killed there would leave a FINISHED run without results, which resume would then
+    skip as done. Here the end of ``fit`` only flushes the queued training curve; the tracker sets
+    the final status when the point is complete.
+    """
+
+    def finalize(self, status: str = "success") -> None:
+        if self._initialized:
+            self.experiment._tracking_client.store.flush_async_logging()
+
+
 class RunTracker:
     """One MLflow run: create it, log into it, and close it with its final status."""
 
@@ -64,8 +78,8 @@ class RunTracker:
 
     def lightning_logger(self) -> MLFlowLogger:
         # Asynchronous: the training curve is queued and written by MLflow's background thread, so
-        # no training step waits on the database; set_terminated flushes the queue.
-        return MLFlowLogger(
+        # no training step waits on the database; the end of fit flushes the queue.
+        return TrackedRunLogger(
             tracking_uri=self.uri, run_id=self.run_id, experiment_name=None, log_model=False, synchronous=False
         )
 

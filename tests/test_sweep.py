@@ -80,6 +80,22 @@ def test_resumed_tracker_drops_steps_the_run_already_holds(tmp_path):
     assert reopened.client.get_run(first.run_id).info.status == "RUNNING"
 
 
+def test_end_of_fit_flushes_the_curve_but_leaves_the_run_open_for_evaluation(tmp_path):
+    """Lightning would mark the run FINISHED when fit ends; a kill during the evaluation that
+    follows must leave a run that resume reopens, not a finished one without results."""
+    from hybridsweep.tracking import RunTracker
+
+    tracker = RunTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "e", "point")
+    logger = tracker.lightning_logger()
+    logger.log_metrics({"train/loss": 0.5}, step=9)
+    logger.finalize("success")
+    run = tracker.client.get_run(tracker.run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.metrics["train/loss"] == 0.5, "the queued training curve was not flushed"
+    tracker.finish("FINISHED")
+    assert tracker.client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
 @pytest.mark.slow
 def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     # batch_size=100 exceeds the 22 distinct question ids of the tiny corpus: that point raises.

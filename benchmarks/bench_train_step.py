@@ -10,7 +10,7 @@ round, each for ``--steps`` steps of ``batch_size`` pairs:
 * ``sentence-transformers``: the backbone saved and reloaded as a ``SentenceTransformer``
   (Transformer + mean Pooling) trained by ``SentenceTransformerTrainer`` with
   ``MultipleNegativesRankingLoss`` (scale 1/temperature, cosine similarity: the same loss) on the
-  same pairs, batched by its own random sampler.
+  same pairs, batched by its own random sampler, with its default optimiser (fused AdamW, as here).
 
 The rate is measured from the end of the first step to the end of the last, so start-up and the
 first step's one-off costs are excluded on every side; data loading and tokenisation are included.
@@ -138,7 +138,7 @@ def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):
             output_dir=f"{workdir}/st", per_device_train_batch_size=cfg.batch_size, max_steps=steps,
             learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
             max_grad_norm=cfg.trainer.gradient_clip_val, logging_steps=cfg.trainer.log_every_n_steps,
-            lr_scheduler_type="linear", optim="adamw_torch", save_strategy="no", report_to="none",
+            lr_scheduler_type="linear", save_strategy="no", report_to="none",
             dataloader_drop_last=True, use_cpu=True, seed=cfg.seed,
             prompts={column: prefix for column, prefix in prompts.items() if prefix} or None,
         )

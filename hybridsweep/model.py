@@ -68,8 +68,9 @@ class DualEncoderModule(L.LightningModule):
     """Trains a :class:`TextEncoder` with an in-batch-negative contrastive loss.
 
     Optimiser: AdamW (no weight decay on biases and layer norms) with linear warm-up over
-    ``warmup_ratio`` of the training steps, then linear decay to zero. Gradient clipping and
-    precision are the Trainer's (``trainer.gradient_clip_val``, ``trainer.precision``).
+    ``warmup_ratio`` of the training steps, then linear decay to zero; its fused kernel (one pass
+    over all parameters) wherever no loss scaler is in play. Gradient clipping and precision are
+    the Trainer's (``trainer.gradient_clip_val``, ``trainer.precision``).
 
     The batch a step receives is this rank's slice of the global contrastive batch; embeddings are
     gathered from all ranks (:func:`gather_with_grad`) before the loss. With ``mini_batch_size``
@@ -108,6 +109,23 @@ class DualEncoderModule(L.LightningModule):
         self.log("train/mono_batch_share", float(batch["is_mono"]), batch_size=rows)
         return loss
 
+    def _loss_scaler(self):
+        """The Trainer's gradient scaler (16-mixed), or None (32-true, bf16-mixed, no Trainer)."""
+        trainer = self._trainer
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Lightning's clipping, except that without a loss scaler the gradients are clipped here:
+        Lightning's mixed-precision plugin refuses to clip for any fused optimizer, although under
+        bf16-mixed there is nothing to unscale."""
+        if not gradient_clip_val or self._loss_scaler() is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+
     def configure_optimizers(self):
         optimizer, scheduler = self.optimizer_and_schedule(self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -119,9 +137,13 @@ class DualEncoderModule(L.LightningModule):
             if not parameter.requires_grad:
                 continue
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        # The fused kernel updates every parameter in one pass: on CPU about 5x faster than the
+        # per-tensor loop, a quarter of an e5-small step. A loss scaler (16-mixed) must unscale
+        # before clipping, which a fused optimizer does only inside its step: no fusing there.
+        fused = self._loss_scaler() is None and all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
+            lr=self.lr, fused=fused or None,
         )
         scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total_steps), total_steps)
         return optimizer, scheduler

@@ -124,3 +124,27 @@ def test_lightning_step_with_cache_matches_plain_step(setup, precision, toleranc
     for c, p in zip(cached_params, plain_params):
         torch.testing.assert_close(c, p, atol=tolerance, rtol=tolerance)
     assert any(not torch.equal(a, b) for a, b in zip(plain_params, encoder.parameters()))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fused_adamw_steps_with_clipped_gradients(setup, precision):
+    """The optimiser is fused (no loss scaler in these precisions) and still receives gradients
+    clipped to ``gradient_clip_val``, which Lightning itself refuses for fused optimisers in
+    mixed precision."""
+    encoder, batch = setup
+    module = DualEncoderModule(copy.deepcopy(encoder), InfoNCELoss(), lr=1e-3)
+    norms = []
+
+    class StepNorm(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            optimizer = trainer.optimizers[0]
+            assert all(group["fused"] for group in optimizer.param_groups)
+            optimizer.register_step_post_hook(lambda opt, *_: norms.append(float(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for g in opt.param_groups for p in g["params"]
+                             if p.grad is not None])))))
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, precision=precision, gradient_clip_val=1e-3,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[StepNorm()])
+    trainer.fit(module, DataLoader([batch], batch_size=None))
+    assert len(norms) == 1 and norms[0] == pytest.approx(1e-3, rel=1e-3)  # unclipped norms are far larger

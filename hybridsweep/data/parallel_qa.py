@@ -9,7 +9,9 @@ training-pair builder, the scale selection and the evaluation serve both.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import datasets
@@ -62,6 +64,16 @@ class ParallelQA:
             for c in self.candidates
         ]
         return ParallelQA(self.name, questions, [c for c in candidates if c.answer_ids], self.stats)
+
+
+def texts_digest(header: str, texts: Iterable[str]) -> str:
+    """sha256 (hex) of ``header`` and then each text NUL-terminated: the cache key of whatever is
+    built from a corpus's texts (a trained tokenizer, a pruned vocabulary)."""
+    digest = hashlib.sha256(header.encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def scale_count(total: int, scale: float) -> int:

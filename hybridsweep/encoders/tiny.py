@@ -8,7 +8,6 @@ training it again. The backbone is randomly initialised from ``seed``, hence ide
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from hybridsweep.data.parallel_qa import ParallelQA
+from hybridsweep.data.parallel_qa import ParallelQA, texts_digest
 from hybridsweep.model import TextEncoder
 
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -49,11 +48,8 @@ def _train_subwords(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 def cached_tokenizer(corpus: ParallelQA, vocab_size: int, cache_dir: str | os.PathLike) -> PreTrainedTokenizerFast:
     """The subword tokenizer of ``corpus``, trained once and then loaded from ``cache_dir``."""
     texts = corpus.texts()
-    digest = hashlib.sha256(f"bpe-v1|{vocab_size}|".encode())
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    path = Path(cache_dir).expanduser() / "tokenizers" / f"{corpus.name}-{digest.hexdigest()[:16]}"
+    digest = texts_digest(f"bpe-v1|{vocab_size}|", texts)
+    path = Path(cache_dir).expanduser() / "tokenizers" / f"{corpus.name}-{digest[:16]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parallel sweep jobs may reach this together: one trains, the others wait and load.
     with FileLock(str(path) + ".lock"):

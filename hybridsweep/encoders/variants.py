@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,9 +23,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from hybridsweep.data.parallel_qa import ParallelQA
+from hybridsweep.data.parallel_qa import ParallelQA, texts_digest
 from hybridsweep.model import TextEncoder
 
 
@@ -57,22 +56,21 @@ def truncate_layers(backbone: PreTrainedModel, num_layers: int) -> None:
 
 
 def used_token_ids(
-    tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], prefixes: Sequence[str], cache_dir: str | Path | None = None,
+    tokenizer: PreTrainedTokenizerFast, texts: Iterable[str], prefixes: Sequence[str], cache_dir: str | Path | None = None,
 ) -> torch.Tensor:
     """Sorted ids of every piece in the tokenization of ``prefix + text``, plus all special ids.
 
     With ``cache_dir`` the ids are kept in ``cache_dir/vocabulary/<hash>.pt``, keyed by the
-    tokenizer (name, vocabulary), the prefixes and the texts: tokenizing every corpus text is otherwise
-    most of a sweep point's set-up (about 10 s for MLQA-R + XQuAD-R with e5-small).
+    tokenizer (its whole serialised definition), the prefixes and the texts: tokenizing every
+    corpus text is otherwise most of a sweep point's set-up (about 10 s for MLQA-R + XQuAD-R with
+    e5-small).
     """
     texts = list(texts)
     path = None
     if cache_dir is not None:
-        digest = hashlib.sha256(f"{tokenizer.name_or_path}|{sorted(tokenizer.get_vocab().items())}|{list(prefixes)}".encode())
-        for text in texts:
-            digest.update(text.encode())
-            digest.update(b"\0")
-        path = Path(cache_dir).expanduser() / "vocabulary" / f"{digest.hexdigest()[:24]}.pt"
+        # The serialised tokenizer (0.03 s for e5's) rather than its sorted vocabulary (0.8 s).
+        digest = texts_digest(f"{tokenizer.backend_tokenizer.to_str()}|{list(prefixes)}|", texts)
+        path = Path(cache_dir).expanduser() / "vocabulary" / f"{digest[:24]}.pt"
         if path.exists():
             return torch.load(path)
     seen = set(tokenizer.all_special_ids)

@@ -20,12 +20,13 @@ import argparse
 import os
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,17 +81,19 @@ def expected_points(overrides: list[str]) -> set[frozenset[str]]:
     return {frozenset(point) for point in points}
 
 
-def grid_hashes(overrides: list[str]) -> dict[str, frozenset[str]]:
+@lru_cache(maxsize=None)
+def grid_hashes(overrides: tuple[str, ...]) -> dict[str, frozenset[str]]:
     """Config hash -> point for every point of the grid, each composed as ``train`` composes it,
-    so a point is recognised by what it computes, whichever sweep or command trained it."""
+    so a point is recognised by what it computes, whichever sweep or command trained it. Cached:
+    a sweep's grid is needed to train it and again by each target built from it."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return {config_hash(compose("train", overrides=sorted(point))): point for point in expected_points(overrides)}
+        return {config_hash(compose("train", overrides=sorted(point))): point for point in expected_points(list(overrides))}
 
 
 def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str) -> None:
     """Run the sweep's command unless every one of its points already has a finished run."""
     overrides = sweep_overrides(profile, sweep)
-    grid = grid_hashes(overrides)
+    grid = grid_hashes(tuple(overrides))
     finished = point_runs(profile.experiment, grid)
     missing = len(grid) - len(finished)
     if not missing:
@@ -115,7 +118,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
     source = sweep_dir(profile_name, spec.sweep)
-    grid = grid_hashes(sweep_overrides(profile, spec.sweep))
+    grid = grid_hashes(tuple(sweep_overrides(profile, spec.sweep)))
     # Only the profile's grid: runs of an earlier, different grid stay out; shared points come in.
     runs = point_runs(profile.experiment, grid, source)
     if runs.empty:

@@ -61,8 +61,8 @@ def _question_replicates(questions: pd.DataFrame, rng: np.random.Generator, n_bo
     return np.nanmean(cell_means, axis=1)
 
 
-def bootstrap_estimate(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
-    """Mean of the runs' values with the two-level percentile bootstrap interval (module doc)."""
+def bootstrap_replicates(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """The ``n_boot`` two-level bootstrap replicates of the mean over runs (module doc), shape (B,)."""
     if not samples:
         raise ValueError("no runs to estimate from")
     rng = np.random.default_rng(seed)
@@ -72,7 +72,12 @@ def bootstrap_estimate(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed:
         for s in samples
     ])  # (runs, B)
     picks = rng.integers(0, len(samples), size=(n_boot, len(samples)))
-    replicates = per_run[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+    return per_run[picks, np.arange(n_boot)[:, None]].mean(axis=1)
+
+
+def bootstrap_estimate(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """Mean of the runs' values with the two-level percentile bootstrap interval (module doc)."""
+    replicates = bootstrap_replicates(samples, n_boot, seed)
     low, high = np.nanpercentile(replicates, [2.5, 97.5])
     return Estimate(float(np.mean([s.value for s in samples])), float(low), float(high), len(samples))
 

@@ -24,6 +24,8 @@ class TextEncoder(nn.Module):
     (the first token's state). ``query_prefix``/``passage_prefix`` are prepended to the texts of
     each role (e5 uses ``"query: "``/``"passage: "``), so one tower serves both roles. An optional
     ``head`` maps the pooled vector before normalisation (LaBSE's ``tanh(W h + b)`` dense layer).
+    ``pad_to_multiple_of`` rounds every batch's padded length up, so that a compiled backbone sees
+    few distinct shapes.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class TextEncoder(nn.Module):
         max_length: int = 128,
         normalize: bool = True,
         head: nn.Module | None = None,
+        pad_to_multiple_of: int | None = None,
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -45,12 +48,13 @@ class TextEncoder(nn.Module):
         self.pooling, self.max_length, self.normalize = pooling, max_length, normalize
         self.prefixes = {"query": query_prefix, "passage": passage_prefix}
         self.head = head if head is not None else nn.Identity()
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def tokenize(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
         prefix = self.prefixes[role]
         return dict(self.tokenizer(
             [prefix + t for t in texts], padding=True, truncation=True,
-            max_length=self.max_length, return_tensors="pt",
+            max_length=self.max_length, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
         ))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra) -> torch.Tensor:

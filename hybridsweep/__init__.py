@@ -1,4 +1,13 @@
 """hybridsweep: hybrid monolingual/cross-lingual batch training of multilingual dual encoders,
 swept over batch size, mixing ratio and data scale, evaluated zero-shot and tracked in MLflow."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+RESULTS_VERSION = 2
+"""Bumped by every change that alters what a point computes (sampling, losses, model, data,
+evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.config_hash`), so
+runs made by an earlier version are never taken for results of this one.
+
+History: 1 — the first release (mixed-language monolingual batches, last-step weights);
+2 — per-language monolingual batches, a validation slice held out of training, the evaluated
+checkpoint chosen by ``eval.checkpoint``, fixed per-rank evaluation sharding."""

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hybridsweep.distributed import gather_with_grad
+from hybridsweep.evaluation.precision import Precision, resolve_precision
 from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
 
 Role = Literal["query", "passage"]
+
+
+@dataclass
+class TextTokenizer:
+    """Texts of one role to model inputs: the role's prefix, truncation, dynamic padding.
+
+    It holds only the tokenizer and its settings, so data-loader workers that tokenise never
+    receive (or pickle) the model. ``pad_to_multiple_of`` rounds every batch's padded length up,
+    so that a compiled backbone sees few distinct shapes.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    prefixes: dict[str, str]
+    max_length: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
+        prefix = self.prefixes[role]
+        return dict(self.tokenizer(
+            [prefix + t for t in texts], padding=True, truncation=True, max_length=self.max_length,
+            pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
+        ))
 
 
 class TextEncoder(nn.Module):
@@ -24,8 +51,7 @@ class TextEncoder(nn.Module):
     (the first token's state). ``query_prefix``/``passage_prefix`` are prepended to the texts of
     each role (e5 uses ``"query: "``/``"passage: "``), so one tower serves both roles. An optional
     ``head`` maps the pooled vector before normalisation (LaBSE's ``tanh(W h + b)`` dense layer).
-    ``pad_to_multiple_of`` rounds every batch's padded length up, so that a compiled backbone sees
-    few distinct shapes.
+    ``pad_to_multiple_of``: see :class:`TextTokenizer`.
     """
 
     def __init__(
@@ -50,12 +76,12 @@ class TextEncoder(nn.Module):
         self.head = head if head is not None else nn.Identity()
         self.pad_to_multiple_of = pad_to_multiple_of
 
+    @property
+    def text_tokenizer(self) -> TextTokenizer:
+        return TextTokenizer(self.tokenizer, dict(self.prefixes), self.max_length, self.pad_to_multiple_of)
+
     def tokenize(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
-        prefix = self.prefixes[role]
-        return dict(self.tokenizer(
-            [prefix + t for t in texts], padding=True, truncation=True,
-            max_length=self.max_length, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
-        ))
+        return self.text_tokenizer(texts, role)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
@@ -68,34 +94,58 @@ class TextEncoder(nn.Module):
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
-class DualEncoderModule(L.LightningModule):
-    """Trains a :class:`TextEncoder` with an in-batch-negative contrastive loss.
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
+    """Learning-rate factor ``s / W`` for the first ``W = warmup_ratio * total_steps`` steps, then
+    linear decay ``(T - s) / (T - W)`` to zero at step ``T = total_steps``."""
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio={warmup_ratio} is not allowed: expected a number in [0, 1)")
+    warmup = int(warmup_ratio * total_steps)
 
-    Optimiser: AdamW (no weight decay on biases and layer norms) with linear warm-up over
-    ``warmup_ratio`` of the training steps, then linear decay to zero; its fused kernel (one pass
-    over all parameters) wherever no loss scaler is in play. Gradient clipping and precision are
-    the Trainer's (``trainer.gradient_clip_val``, ``trainer.precision``).
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return LambdaLR(optimizer, factor)
+
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class DualEncoderModule(L.LightningModule):
+    """Trains a :class:`TextEncoder` with an in-batch-negative contrastive loss, and encodes texts
+    for evaluation (``predict_step``) on whatever device the Trainer placed it.
+
+    ``optimizer`` and ``scheduler`` are factories (``_partial_`` config nodes):
+    ``optimizer(param_groups)`` and ``scheduler(optimizer, total_steps=...)``. Biases and norms
+    (parameters with fewer than two dimensions) get no weight decay; where the optimizer has a
+    fused kernel (one pass over all parameters) it is used unless a loss scaler is in play.
+    Gradient clipping and precision are the Trainer's (``trainer.gradient_clip_val``,
+    ``trainer.precision``).
 
     The batch a step receives is this rank's slice of the global contrastive batch; embeddings are
     gathered from all ranks (:func:`gather_with_grad`) before the loss. With ``mini_batch_size``
     set, the encoder sees that many rows at a time and gradients are cached
-    (:mod:`hybridsweep.gradcache`); the gradients are those of the uncached loss.
+    (:mod:`hybridsweep.gradcache`); the gradients are those of the uncached loss. Validation
+    batches are built the same way, and ``val/loss`` is the loss over each global batch.
     """
 
     def __init__(
         self,
         encoder: TextEncoder,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
         loss: nn.Module | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
         mini_batch_size: int | None = None,
     ):
         super().__init__()
-        self.mini_batch_size = mini_batch_size
         self.encoder = encoder
         self.loss = loss if loss is not None else InfoNCELoss()
-        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.mini_batch_size = mini_batch_size
+        self.predict_precision: Precision = "fp32"
+        """Precision of ``predict_step`` (``eval.precision``), whatever the Trainer's."""
 
     def global_loss(self, questions: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
         """The loss over the embeddings of every rank's slice of the batch."""
@@ -112,6 +162,24 @@ class DualEncoderModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=rows)
         self.log("train/mono_batch_share", float(batch["is_mono"]), batch_size=rows)
         return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        rows = batch["query"]["input_ids"].shape[0]
+        loss = self.global_loss(self.encoder(**batch["query"]), self.encoder(**batch["passage"]))
+        # Every rank computes the same global loss; the all-reduce (of equal values) only tells
+        # Lightning that the epoch value is global.
+        self.log("val/loss", loss, prog_bar=True, batch_size=rows, sync_dist=True)
+        self.log(f"val/loss_{'mono' if batch['is_mono'] else 'cross'}", loss, batch_size=rows, sync_dist=True)
+        return loss
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Embeddings of one batch of texts (``batch["inputs"]``) in ``predict_precision``, with
+        their positions (``batch["index"]``), both on the CPU."""
+        bf16 = resolve_precision(self.predict_precision, self.device) == "bf16"
+        # Explicit either way: inside a bf16-mixed Trainer, fp32 evaluation must switch autocast off.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            embedding = self.encoder(**batch["inputs"])
+        return {"index": batch["index"].cpu(), "embedding": embedding.float().cpu()}
 
     def _loss_scaler(self):
         """The Trainer's gradient scaler (16-mixed), or None (32-true, bf16-mixed, no Trainer)."""
@@ -132,22 +200,23 @@ class DualEncoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer, scheduler = self.optimizer_and_schedule(self.trainer.estimated_stepping_batches)
+        if scheduler is None:
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def optimizer_and_schedule(self, total_steps: int):
-        """The AdamW optimiser and its per-step warm-up/decay schedule over ``total_steps``."""
+        """The optimizer over the trainable parameters and its per-step schedule over ``total_steps``."""
         decay, no_decay = [], []
-        for name, parameter in self.encoder.named_parameters():
-            if not parameter.requires_grad:
-                continue
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)
-        # The fused kernel updates every parameter in one pass: on CPU about 5x faster than the
+        for parameter in self.encoder.parameters():
+            if parameter.requires_grad:
+                (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        options = {}
+        # A fused kernel updates every parameter in one pass: on CPU about 5x faster than the
         # per-tensor loop, a quarter of an e5-small step. A loss scaler (16-mixed) must unscale
         # before clipping, which a fused optimizer does only inside its step: no fusing there.
-        fused = self._loss_scaler() is None and all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, fused=fused or None,
-        )
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.warmup_ratio * total_steps), total_steps)
+        if "fused" in inspect.signature(self.optimizer_factory).parameters and self._loss_scaler() is None:
+            options["fused"] = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay) or None
+        optimizer = self.optimizer_factory(groups, **options)
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(total_steps)) if self.scheduler_factory else None
         return optimizer, scheduler

@@ -1,62 +1,97 @@
-"""One point of a sweep, seen from its job: its run name, tags, thread budget and failure isolation."""
+"""One point of a sweep, seen from its job: its run name and tags, its thread budget, failure
+isolation, and its own process tree when it trains on several processes.
+
+Under DDP Lightning starts the other ranks by running the command line again with
+``LOCAL_RANK`` set. A multirun job cannot be re-run that way (the command line is the whole
+sweep, and the launcher starts ranks only once per process), so a multirun point that needs
+several processes runs as a single run in a child process (:func:`run_point`), whose Trainer
+then starts its ranks as usual; the job hands it its name and tags through the environment.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
-from hybridsweep.sweep import FAILURE_FILE, find_parent
-from hybridsweep.tracking import tracking_uri
+from hybridsweep import tracking
 
 log = logging.getLogger(__name__)
 
 # Short names of the sweep axes in run names: "bs=128,mix=auto,scale=0.25,seed=1".
 SHORT_NAMES = {
-    "batch_size": "bs", "sampling.mix_ratio": "mix", "data.scale": "scale", "seed": "seed", "sampling.strategy": "strategy",
+    "batch_size": "bs", "sampling.mix_ratio": "mix", "data.scale": "scale", "sampling": "strategy",
+    "sampling.strategy": "strategy", "seed": "seed",
 }
-# Config groups that only select a preset or a launcher, not a value of the point.
-_NOT_IN_NAME = ("sweep", "hydra")
+FAILURE_FILE = "failure.txt"
+"""Written into a job's output directory by a point that raised."""
+RESULT_FILE = "result.json"
+"""Written into a point's output directory: its run and main metric."""
+MAIN_METRIC = "map_full/multilingual"
+_CONTEXT_ENV = "HYBRIDSWEEP_POINT_CONTEXT"
 
 
-def run_name(overrides: list[str]) -> str:
-    """``key=value`` of each override, the axes of :data:`SHORT_NAMES` first and by their short names."""
-    axes, others = [], []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.get_key_element().lstrip("+~")
-        if key.split(".")[0] in _NOT_IN_NAME or key.split("/")[0] in _NOT_IN_NAME:
-            continue
-        part = f"{SHORT_NAMES.get(key, key)}={override.get_value_element_as_str()}"
-        (axes if key in SHORT_NAMES else others).append((list(SHORT_NAMES).index(key) if key in SHORT_NAMES else 0, part))
-    return ",".join(part for _, part in sorted(axes) + others) or "default"
+@dataclass
+class PointContext:
+    """Where a point stands in its sweep: its run name, tags and output directory."""
+
+    run_name: str = "default"
+    tags: dict[str, str] = field(default_factory=dict)
+    output_dir: str = "outputs"
 
 
-def point_identity(cfg: DictConfig) -> tuple[str, dict[str, str], Path]:
-    """Run name, tags (the parent run in a multirun) and output directory from Hydra's runtime state."""
+def _parsed(overrides: Iterable[str]) -> list[tuple[str, str]]:
+    return [(o.get_key_element().lstrip("+~"), o.get_value_element_as_str())
+            for o in OverridesParser.create().parse_overrides(list(overrides))]
+
+
+def run_name(overrides: list[str], axes: Iterable[str] | None, seed: int) -> str:
+    """The swept keys' values (short names, in :data:`SHORT_NAMES` order, then the others) and the
+    seed, e.g. ``bs=128,seed=0``; without a sweep (``axes=None``), every override and the seed."""
+    values = dict(_parsed(overrides))
+    keys = list(axes) if axes is not None else [k for k in values if k.split(".")[0] != "hydra"]
+    keys = [k for k in keys if k in values and k != "seed"]
+    order = list(SHORT_NAMES)
+    keys.sort(key=lambda k: (order.index(k) if k in SHORT_NAMES else len(order), k))
+    return ",".join([*(f"{SHORT_NAMES.get(k, k)}={values[k]}" for k in keys), f"seed={seed}"])
+
+
+def point_context(cfg: DictConfig) -> PointContext:
+    """The point's name, tags and output directory: handed down by the multirun job that started
+    this process, else read from Hydra's runtime state (on global rank zero; the other ranks
+    never log)."""
+    if _CONTEXT_ENV in os.environ:
+        return PointContext(**json.loads(os.environ[_CONTEXT_ENV]))
     if not HydraConfig.initialized():
-        return "default", {}, Path("outputs")
+        return PointContext(run_name=run_name([], None, cfg.seed))
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
-    tags = {"overrides": " ".join(overrides) or "(defaults)"}
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        tags["sweep"] = hydra_cfg.sweep.dir
-        tags["sweep_job"] = str(hydra_cfg.job.num)
-        client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri))
-        parent = find_parent(client, cfg.tracking.experiment, hydra_cfg.sweep.dir)
+    tags = {tracking.OVERRIDES_TAG: " ".join(overrides) or "(defaults)"}
+    axes = None
+    if hydra_cfg.mode == RunMode.MULTIRUN and tracking.is_global_zero():
+        uri = tracking.tracking_uri(cfg.tracking.tracking_uri)
+        tags[tracking.SWEEP_TAG] = hydra_cfg.sweep.dir
+        parent = tracking.find_parent(uri, cfg.tracking.experiment, hydra_cfg.sweep.dir)
         if parent is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent
-    return run_name(overrides), tags, Path(hydra_cfg.runtime.output_dir)
+            axes = tracking.parent_axes(uri, parent)
+            values = dict(_parsed(overrides))
+            tags[tracking.AXES_TAG] = json.dumps({axis: values.get(axis) for axis in axes})
+    return PointContext(run_name(overrides, axes, cfg.seed), tags, hydra_cfg.runtime.output_dir)
 
 
 def threads_per_job() -> int:
@@ -70,19 +105,65 @@ def threads_per_job() -> int:
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
+def training_processes(trainer: DictConfig) -> int:
+    """How many processes ``trainer`` runs on (devices x nodes), read from the config alone."""
+    devices = trainer.get("devices", "auto")
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, str) and devices != "auto":
+        devices = [d for d in devices.split(",") if d.strip()]
+    if devices == -1 or (devices == "auto" and accelerator in ("gpu", "cuda")):
+        count = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 1
+    elif devices == "auto":
+        count = 1
+    else:
+        count = len(devices) if not isinstance(devices, int) else devices
+    return max(1, count) * int(trainer.get("num_nodes", 1))
+
+
+def write_result(output_dir: str | Path, run_id: str | None, metric: float) -> None:
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / RESULT_FILE).write_text(json.dumps({"run_id": run_id, MAIN_METRIC: metric}))
+
+
+def _entry_command() -> list[str]:
+    """The command that started this process (module or script), as Lightning's launcher builds it."""
+    import __main__
+
+    if getattr(__main__, "__spec__", None) is None:
+        return [sys.executable, os.path.abspath(sys.argv[0])]
+    return [sys.executable, "-m", __main__.__spec__.name]
+
+
+def _in_own_processes(cfg: DictConfig) -> float:
+    """Run this multirun job's point as a single run in a child process, which starts its ranks."""
+    hydra_cfg = HydraConfig.get()
+    context = point_context(cfg)
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
+    command = [*_entry_command(), *overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
+    env = {**os.environ, _CONTEXT_ENV: json.dumps(asdict(context))}
+    done = subprocess.run(command, env=env, cwd=hydra_cfg.runtime.cwd)
+    if done.returncode != 0:
+        raise RuntimeError(f"the point's processes exited with status {done.returncode}: {' '.join(command)}")
+    result = Path(hydra_cfg.runtime.output_dir) / RESULT_FILE
+    return json.loads(result.read_text())[MAIN_METRIC] if result.is_file() else math.nan
+
+
 def run_point(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     """Runs ``task(cfg)`` with :func:`threads_per_job` threads.
 
-    In a multirun a point that raises does not stop the sweep: its traceback goes to
-    ``failure.txt`` in its output directory (the task has already closed its MLflow run as
-    FAILED with the traceback as an artifact), it returns NaN, and the sweep callback makes the
-    command exit non-zero at the end.
+    In a multirun, a point on several processes runs in its own process tree, and a point that
+    raises does not stop the sweep: its traceback goes to ``failure.txt`` in its output directory
+    (the task has already closed its MLflow run as FAILED with the traceback as an artifact), it
+    returns NaN, and the sweep callback makes the command exit non-zero at the end.
     """
     torch.set_num_threads(threads_per_job())
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return task(cfg)
     try:
-        return task(cfg)
+        return _in_own_processes(cfg) if training_processes(cfg.trainer) > 1 else task(cfg)
     except Exception:
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -39,32 +40,53 @@ class SamplingStrategy(str, Enum):
 @dataclass
 class SamplingConfig:
     strategy: SamplingStrategy = SamplingStrategy.hybrid
-    mix_ratio: Any = "auto"
+    mix_ratio: Any = 0.5
     """Probability of a monolingual batch under ``hybrid``: a float in [0, 1], or ``auto``."""
+    mono_batches: str = "per_language"
+    """``per_language``: a monolingual batch holds one language, drawn per batch (the paper's
+    X-X, LAReQA's X-X-mono); ``mixed``: one pool of every language (LAReQA's X-X)."""
+    mono_language_weights: str = "uniform"
+    """How the language of a per-language batch is drawn: ``uniform`` or ``proportional`` to its pairs."""
 
     def __post_init__(self) -> None:
         ratio = self.mix_ratio
         ok = ratio == "auto" or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 <= ratio <= 1)
         _require(ok, "sampling.mix_ratio", "a number in [0, 1] or 'auto'", ratio)
+        _require(self.mono_batches in ("per_language", "mixed"), "sampling.mono_batches",
+                 "'per_language' or 'mixed'", self.mono_batches)
+        _require(self.mono_language_weights in ("uniform", "proportional"), "sampling.mono_language_weights",
+                 "'uniform' or 'proportional'", self.mono_language_weights)
+
+
+def _check_fraction_or_count(value: float, key: str, zero_allowed: bool) -> None:
+    allowed = f"a fraction in ({'[' if zero_allowed else '('}0, 1{')' if zero_allowed else ']'} or a whole count"
+    low_ok = value >= 0 if zero_allowed else value > 0
+    fraction = value < 1 if zero_allowed else value <= 1
+    _require(low_ok and (fraction or value == int(value)), key, allowed, value)
 
 
 @dataclass
 class DataConfig:
     corpus: Any = None
     """A ``_target_`` node building the training :class:`~hybridsweep.data.parallel_qa.ParallelQA`."""
+    module: Any = None
+    """A ``_target_`` node building the Lightning data module (in memory or streamed); the run
+    passes it the corpus and the encoder's tokenizer."""
     scale: float = 1.0
-    """A fraction in (0, 1] of the question ids, or a count (> 1) of them; nested across values."""
+    """A fraction in (0, 1] of the training question ids, or a count (> 1) of them; nested across values."""
     subset_seed: int = 0
+    validation: float = 0.1
+    """Question ids held out of training for ``val/loss``: a fraction in [0, 1) or a count; 0: none."""
+    validation_batch_size: int = 32
     num_workers: int = 0
     shards: Optional[str] = None
-    """A shard directory (``python -m hybridsweep.data.shards``) to stream the training pairs from
-    instead of building them from ``corpus`` in memory; ``corpus`` then only trains the tokenizer.
-    ``scale`` selects a prefix of the shards' question-id order (``subset_seed`` is not used)."""
+    """A shard directory (``python -m hybridsweep.data.shards``) that ``data=streaming`` streams the
+    training pairs from; ``scale`` selects a prefix of the shards' question-id order."""
 
     def __post_init__(self) -> None:
-        _require(self.scale > 0, "data.scale", "a fraction in (0, 1] or a whole count > 1", self.scale)
-        _require(self.scale <= 1 or self.scale == int(self.scale), "data.scale",
-                 "a fraction in (0, 1] or a whole count > 1", self.scale)
+        _check_fraction_or_count(self.scale, "data.scale", zero_allowed=False)
+        _check_fraction_or_count(self.validation, "data.validation", zero_allowed=True)
+        _require(self.validation_batch_size > 0, "data.validation_batch_size", "an integer > 0", self.validation_batch_size)
         _require(self.num_workers >= 0, "data.num_workers", "an integer >= 0", self.num_workers)
 
 
@@ -80,47 +102,73 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    optimizer: Any = None
+    """A ``_partial_`` ``_target_`` node: the optimizer, called with the parameter groups."""
+    scheduler: Any = None
+    """A ``_partial_`` ``_target_`` node called with (optimizer, total_steps), or null."""
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "optim.lr", "a number > 0", self.lr)
-        _require(self.weight_decay >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
-        _require(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", "a number in [0, 1)", self.warmup_ratio)
+        lr = (self.optimizer or {}).get("lr")
+        _require(lr is None or lr > 0, "optim.optimizer.lr", "a number > 0", lr)
+        decay = (self.optimizer or {}).get("weight_decay")
+        _require(decay is None or decay >= 0, "optim.optimizer.weight_decay", "a number >= 0", decay)
+        warmup = (self.scheduler or {}).get("warmup_ratio")
+        _require(warmup is None or 0 <= warmup < 1, "optim.scheduler.warmup_ratio", "a number in [0, 1)", warmup)
 
 
 @dataclass
 class EvalConfig:
     corpus: Any = None
-    """A ``_target_`` node building the held-out evaluation corpus (never trained on)."""
+    """A ``_target_`` node building the held-out parallel QA corpus (never trained on)."""
+    suites: dict[str, Any] = field(default_factory=dict)
+    """Suites by name, each a ``_target_`` node (the LAReQA suite over ``corpus``, Tatoeba, MIRACL;
+    see evaluation/suites.py)."""
     batch_size: int = 256
     top_k: int = 20
     before_training: bool = True
-    """Also evaluate the initial model, logged under the ``init/`` prefix."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Further suites by name, each a ``_target_`` node (e.g. Tatoeba, MIRACL; see evaluation/suites.py)."""
+    """Also evaluate the initial model (once per initializer, reused by every point), logged
+    under the ``init/`` prefix."""
     precision: str = "fp32"
     """Encoding precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the hardware has it)."""
+    checkpoint: str = "last"
+    """Which weights are evaluated after training: ``last`` or ``best`` (lowest ``val/loss``)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "eval.batch_size", "an integer > 0", self.batch_size)
         _require(self.precision in PRECISIONS, "eval.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         _require(self.top_k > 0, "eval.top_k", "an integer > 0", self.top_k)
+        _require(self.checkpoint in ("best", "last"), "eval.checkpoint", "'best' or 'last'", self.checkpoint)
 
 
 @dataclass
 class TrackingConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "hybridsweep"
+    log_model: bool = True
+    """Log the evaluated encoder of every finished point as a sentence-transformers model."""
+    system_metrics: bool = False
+    """MLflow system metrics (CPU, memory, GPU) sampled during the run."""
 
 
 @dataclass
 class ResumeConfig:
     enabled: bool = True
-    """Skip points whose config hash has a finished run; resume interrupted ones (hybridsweep.resume)."""
+    """Skip points whose identity has a finished run; resume interrupted ones (hybridsweep.tracking)."""
     checkpoint_dir: str = "checkpoints"
     """Checkpoints go to ``<checkpoint_dir>/<config hash>/<run id>/``, stable across re-runs."""
+    keep_checkpoints: bool = False
+    """Keep a finished point's checkpoints (by default they are deleted once it is logged)."""
+    heartbeat_s: float = 30.0
+    """How often a working process renews its claim on the point's run."""
+    claim_expiry_s: float = 120.0
+    """A claim not renewed for this long belongs to a dead process: the point can be resumed."""
+    claim_settle_s: float = 2.0
+    """On a tracking server: how long contenders wait for each other's claims before reading them back."""
+
+    def __post_init__(self) -> None:
+        _require(0 < self.heartbeat_s < self.claim_expiry_s, "resume.heartbeat_s",
+                 f"a number in (0, resume.claim_expiry_s={self.claim_expiry_s})", self.heartbeat_s)
+        _require(self.claim_settle_s >= 0, "resume.claim_settle_s", "a number >= 0", self.claim_settle_s)
 
 
 @dataclass
@@ -131,12 +179,18 @@ class TrainConfig:
     """Rows the encoder takes at once under gradient caching; ``null`` encodes the batch whole."""
     seed: int = 0
     cache_dir: str = "~/.cache/hybridsweep"
+    matmul_precision: str = "highest"
+    """``torch.set_float32_matmul_precision``: ``high`` allows TF32 on GPUs (trainer=gpu sets it)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
+    module: Any = None
+    """A ``_target_`` node building the Lightning module; the run passes it the encoder."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: Any = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    """Lightning callbacks by name, each a ``_target_`` node (conf/callbacks/)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
@@ -145,15 +199,29 @@ class TrainConfig:
         _require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)
         _require(self.mini_batch_size is None or self.mini_batch_size > 0, "mini_batch_size",
                  "null or an integer > 0", self.mini_batch_size)
+        _require(self.matmul_precision in ("highest", "high", "medium"), "matmul_precision",
+                 "'highest', 'high' or 'medium'", self.matmul_precision)
+        monitored = sorted(f"callbacks.{name}.monitor" for name, node in (self.callbacks or {}).items()
+                           if str((node or {}).get("monitor") or "").startswith("val/"))
+        _require(not monitored or self.data.validation > 0, "data.validation",
+                 f"> 0, since {', '.join(monitored)} watch the validation loss (or drop those callbacks)",
+                 self.data.validation)
+        _require(self.eval.checkpoint == "last" or "model_checkpoint" in (self.callbacks or {}), "eval.checkpoint",
+                 "'last' unless callbacks.model_checkpoint keeps the best weights", self.eval.checkpoint)
+
+
+def config_dir() -> str:
+    """``conf/`` as shipped inside the installed package, else beside it in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"no conf/train.yaml in {package} or its parent: the installation is incomplete")
 
 
 def register_configs() -> None:
     """Make the schema the base of ``conf/train.yaml`` (its defaults list names ``train_schema``)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
-# Arguments a builder receives from the pipeline at run time rather than from the config.
-RUNTIME_ARGUMENTS = {"corpus", "cache_dir", "logger", "callbacks"}
 
 
 def _check_target(node: DictConfig, key: str) -> None:
@@ -165,7 +233,7 @@ def _check_target(node: DictConfig, key: str) -> None:
     parameters = inspect.signature(function).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    accepted = set(parameters) - RUNTIME_ARGUMENTS
+    accepted = set(parameters)
     for name in node:
         if not str(name).startswith("_") and name not in accepted:
             raise ConfigError(

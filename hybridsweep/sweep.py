@@ -4,7 +4,7 @@
 experiment (and so, with a SQLite store, its schema) and the parent run, so that parallel jobs
 never race to create them. The parent is identified by a hash of the sweep definition (the
 command's overrides and ``hydra.sweeper.params``): re-running the same command reopens the same
-parent, whose children are then skipped or resumed (see :mod:`hybridsweep.resume`). Each job
+parent, whose children are then skipped or resumed (see :mod:`hybridsweep.tracking`). Each job
 finds its parent by the sweep directory tag and names it in ``mlflow.parentRunId``, which makes
 it a nested child in the MLflow UI.
 
@@ -30,28 +30,17 @@ import pandas as pd  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from hybridsweep.tracking import tracking_uri  # noqa: E402
+from hybridsweep import tracking  # noqa: E402
+from hybridsweep.point import FAILURE_FILE, MAIN_METRIC  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-ROLE_TAG, SWEEP_HASH_TAG, SWEEP_DIR_TAG = "hybridsweep.role", "hybridsweep.sweep_hash", "hybridsweep.sweep_dir"
-# Written into a job's output directory by a point that raised (see hybridsweep.point).
-FAILURE_FILE = "failure.txt"
-MAIN_METRIC = "map_full/multilingual"
 
 
 class SweepFailed(SystemExit):
     """Some points of a multirun raised; the message lists them. A ``SystemExit`` because Hydra turns
     any ``Exception`` of a callback into a warning, while this must end the command with status 1."""
-
-
-def member_tag(parent_run_id: str) -> str:
-    """Tag set on a run finished under an earlier sweep and skipped by this one, to list it here."""
-    return f"hybridsweep.in_sweep.{parent_run_id}"
 
 
 def sweep_definition(config: DictConfig) -> dict:
@@ -71,26 +60,6 @@ def sweep_definition(config: DictConfig) -> dict:
 def sweep_hash(definition: dict, experiment: str) -> str:
     text = json.dumps({"experiment": experiment, **definition}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def find_parent(client: MlflowClient, experiment: str, sweep_dir: str) -> str | None:
-    """The parent run of the multirun writing to ``sweep_dir``, if one was opened."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = client.search_runs(
-        [found.experiment_id],
-        f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_DIR_TAG}` = '{sweep_dir}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def sweep_children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
-    """Child runs of a parent, plus finished runs of earlier sweeps this one skipped."""
-    nested = client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'")
-    reused = client.search_runs([experiment_id], f"tags.`{member_tag(parent_run_id)}` LIKE '%'")
-    return nested + [run for run in reused if run.info.run_id not in {r.info.run_id for r in nested}]
 
 
 def summary_table(children: list[Run], axes: list[str]) -> pd.DataFrame:
@@ -146,51 +115,28 @@ def _failures(sweep_dir: str) -> list[tuple[str, str]]:
 class SweepCallback(Callback):
     """Opens the parent run before the first job and summarises and closes it after the last."""
 
-    def _client(self, config: DictConfig) -> tuple[MlflowClient, str]:
-        client = MlflowClient(tracking_uri(config.tracking.tracking_uri))
-        found = client.get_experiment_by_name(config.tracking.experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(config.tracking.experiment)
-        return client, experiment_id
-
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        client, experiment_id = self._client(config)
         definition = sweep_definition(config)
         digest = sweep_hash(definition, config.tracking.experiment)
-        earlier = client.search_runs(
-            [experiment_id], f"tags.`{ROLE_TAG}` = 'parent' and tags.`{SWEEP_HASH_TAG}` = '{digest}'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        )
-        tags = {ROLE_TAG: "parent", SWEEP_HASH_TAG: digest, SWEEP_DIR_TAG: config.hydra.sweep.dir}
-        if earlier:
-            run_id = earlier[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            for key, value in tags.items():
-                client.set_tag(run_id, key, value)
-            log.info("Sweep %s: reopened parent run %s", digest, run_id)
-        else:
-            name = "sweep " + (",".join(definition["axes"]) or "(no axes)")
-            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            for axis, values in definition["axes"].items():
-                client.log_param(run_id, f"sweep.{axis}", values[:6000])
-            client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(definition)), "sweep.yaml")
-            log.info("Sweep %s: parent run %s", digest, run_id)
+        name = "sweep " + (",".join(definition["axes"]) or "(no axes)")
+        uri = tracking.tracking_uri(config.tracking.tracking_uri)
+        run_id = tracking.open_parent(uri, config.tracking.experiment, digest, config.hydra.sweep.dir, name, definition)
+        log.info("Sweep %s: parent run %s", digest, run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        client, experiment_id = self._client(config)
-        parent = find_parent(client, config.tracking.experiment, config.hydra.sweep.dir)
+        uri = tracking.tracking_uri(config.tracking.tracking_uri)
+        parent = tracking.find_parent(uri, config.tracking.experiment, config.hydra.sweep.dir)
         failures = _failures(config.hydra.sweep.dir)
         if parent is not None:
             axes = list(sweep_definition(config)["axes"])
-            table = summary_table(sweep_children(client, experiment_id, parent), axes)
+            table = summary_table(tracking.sweep_children(uri, parent), axes)
             with tempfile.TemporaryDirectory() as tmp:
                 csv = Path(tmp) / "summary.csv"
                 table.to_csv(csv, index=False, float_format="%.6g")
-                client.log_artifact(parent, str(csv))
-            if not table.empty:
-                figure = summary_figure(table, axes)
-                client.log_figure(parent, figure, "summary.png")
-                plt.close(figure)
-            client.set_terminated(parent, "FAILED" if failures else "FINISHED")
+                figure = summary_figure(table, axes) if not table.empty else None
+                tracking.close_parent(uri, parent, [csv], figure, failed=bool(failures))
+                if figure is not None:
+                    plt.close(figure)
         if failures:
             lines = "\n".join(f"  {job}: {error}" for job, error in failures)
             raise SweepFailed(f"{len(failures)} point(s) of the sweep failed (traceback in each {FAILURE_FILE}):\n{lines}")

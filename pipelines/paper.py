@@ -30,12 +30,13 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hybridsweep.reports.runs import log_report, per_question_ap, point_runs
+from hybridsweep.reports.runs import per_question_ap, runs_by_identity as point_runs
+from hybridsweep.tracking import log_report
 from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
 from hybridsweep.reports.tables import (
     SETTINGS, build_table, language_column, metric_column, multilingual_languages, setting_column, write_table,
 )
-from hybridsweep.resume import config_hash
+from hybridsweep.tracking import config_hash
 from hybridsweep.tracking import tracking_uri
 from hybridsweep.train import config_dir
 

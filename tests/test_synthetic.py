@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from hybridsweep.data.parallel_qa import ensure_disjoint, nested_subset_ids, training_pairs
+from hybridsweep.data.parallel_qa import ensure_disjoint, split_question_ids, training_pairs
 from hybridsweep.data.synthetic import LANGUAGES, generate, spell_name
 
 
@@ -67,8 +67,25 @@ def test_pairs_split_into_mono_and_cross():
 
 def test_data_scale_subsets_are_nested():
     ids = [f"id{i}" for i in range(100)]
-    small, large = nested_subset_ids(ids, 0.1, seed=0), nested_subset_ids(ids, 0.5, seed=0)
+    (small, _), (large, _) = split_question_ids(ids, 0.1, seed=0), split_question_ids(ids, 0.5, seed=0)
     assert len(small) == 10 and len(large) == 50 and set(small) <= set(large)
-    assert nested_subset_ids(ids, 30, seed=0)[:10] == small
+    assert split_question_ids(ids, 30, seed=0)[0][:10] == small
     with pytest.raises(ValueError, match="asks for 200"):
-        nested_subset_ids(ids, 200, seed=0)
+        split_question_ids(ids, 200, seed=0)
+
+
+def test_validation_ids_are_held_out_of_every_scale_and_scales_still_nest():
+    ids = [f"id{i}" for i in range(200)]
+    splits = [split_question_ids(ids, scale, seed=3, validation=0.1) for scale in (0.25, 0.5, 1.0, 60)]
+    held_out = splits[0][1]
+    assert len(held_out) == 20 and all(validation == held_out for _, validation in splits)
+    trains = [train for train, _ in splits]
+    assert [len(t) for t in trains] == [45, 90, 180, 60]
+    assert all(not set(t) & set(held_out) for t in trains)
+    assert set(trains[0]) <= set(trains[3]) <= set(trains[1]) <= set(trains[2])
+    assert set(trains[2]) | set(held_out) == set(ids)
+    assert split_question_ids(ids, 1.0, seed=3, validation=7)[1] == held_out[:7]
+    with pytest.raises(ValueError, match="data.validation=1.5"):
+        split_question_ids(ids, 1.0, seed=0, validation=1.5)
+    with pytest.raises(ValueError, match="none left to train on"):
+        split_question_ids(ids, 1.0, seed=0, validation=200)

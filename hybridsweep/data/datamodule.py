@@ -1,58 +1,95 @@
-"""The Lightning data module: training pairs of a corpus, batched by the hybrid sampler."""
+"""The Lightning data module: training pairs of a corpus, batched by the hybrid sampler, and the
+fixed validation batches of the question ids held out of training."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from hybridsweep.data.parallel_qa import ParallelQA, nested_subset_ids, training_pairs
-from hybridsweep.model import TextEncoder
-from hybridsweep.sampling import HybridBatchSampler, check_divisible
+from hybridsweep.data.parallel_qa import ParallelQA, split_question_ids, training_pairs
+from hybridsweep.model import TextTokenizer
+from hybridsweep.sampling import HybridBatchSampler, check_divisible, rank_slice
+
+VALIDATION_SAMPLING = {"strategy": "hybrid", "mix_ratio": 0.5}
+"""Validation batches are hybrid with P(monolingual) = 0.5 whatever the training strategy, drawn
+once with seed 0, and of ``data.validation_batch_size`` pairs whatever the training batch size:
+every point of a sweep is validated on the same batches, so ``val/loss`` (a contrastive entropy
+at a fixed number of negatives) compares across strategies, batch sizes and data scales."""
 
 
 class PairCollator:
     """Tokenises a list of pairs into the query and passage inputs of one training step."""
 
-    def __init__(self, encoder: TextEncoder):
-        self.encoder = encoder
+    def __init__(self, tokenizer: TextTokenizer):
+        self.tokenizer = tokenizer
 
     def __call__(self, rows: list[dict]) -> dict:
         mono = {row["is_mono"] for row in rows}
         return {
-            "query": self.encoder.tokenize([row["question"] for row in rows], "query"),
-            "passage": self.encoder.tokenize([row["passage"] for row in rows], "passage"),
+            "query": self.tokenizer([row["question"] for row in rows], "query"),
+            "passage": self.tokenizer([row["passage"] for row in rows], "passage"),
             # The sampler never mixes types within a batch, so one flag describes it.
             "is_mono": mono == {True},
         }
 
 
-class PairDataModule(L.LightningDataModule):
-    """Serves the (question, passage) pairs of the first ``scale`` of a corpus's question ids.
+def sampler_options(sampling: Mapping) -> dict:
+    """The batch sampler's keyword arguments from the ``sampling`` config node."""
+    return {"strategy": str(getattr(sampling["strategy"], "value", sampling["strategy"])), "mix_ratio": sampling["mix_ratio"]}
 
-    ``scale`` follows :func:`nested_subset_ids` (a fraction, or a count of question ids), and the
-    subset depends only on ``subset_seed``, so the data-scale axis of a sweep is nested.
+
+class ValidationBatches:
+    """The validation pairs of the held-out question ids and their fixed global batches
+    (:data:`VALIDATION_SAMPLING`); each rank takes its slice of every batch."""
+
+    def __init__(self, corpus: ParallelQA, question_ids: list[str], batch_size: int, tokenizer: TextTokenizer):
+        self.pairs = training_pairs(corpus.select_ids(set(question_ids)))
+        self.collator = PairCollator(tokenizer)
+        try:
+            sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=0, **VALIDATION_SAMPLING)
+        except ValueError as error:
+            raise ValueError(f"data.validation_batch_size={batch_size} does not fit the {len(question_ids)} "
+                             f"validation question ids: {error}") from None
+        self.batches = list(sampler)
+
+    def loader(self, rank: int, world_size: int) -> DataLoader:
+        check_divisible(len(self.batches[0]), world_size)
+        batches = [rank_slice(batch, rank, world_size) for batch in self.batches]
+        return DataLoader(self.pairs, batch_sampler=batches, collate_fn=self.collator)
+
+
+class PairDataModule(L.LightningDataModule):
+    """Serves the (question, passage) pairs of the training question ids of a corpus.
+
+    The question ids are split once (:func:`split_question_ids` with ``subset_seed``): the first
+    ``validation`` of them are held out for ``val/loss``, and training uses the first ``scale``
+    of the rest, so the data-scale axis of a sweep is nested and never sees a validation id.
     """
 
     def __init__(
         self,
         corpus: ParallelQA,
-        encoder: TextEncoder,
+        tokenizer: TextTokenizer,
         batch_size: int,
-        strategy: str,
-        mix_ratio: float | str,
+        sampling: Mapping,
         scale: float = 1.0,
         seed: int = 0,
         subset_seed: int = 0,
+        validation: float = 0.0,
+        validation_batch_size: int = 32,
         num_workers: int = 0,
     ):
         super().__init__()
-        keep = set(nested_subset_ids(corpus.question_ids, scale, subset_seed))
-        self.pairs = training_pairs(corpus.select_ids(keep))
-        self.collator = PairCollator(encoder)
+        train_ids, validation_ids = split_question_ids(corpus.question_ids, scale, subset_seed, validation)
+        self.pairs = training_pairs(corpus.select_ids(set(train_ids)))
+        self.collator = PairCollator(tokenizer)
         self.num_workers = num_workers
-        self.sampler = HybridBatchSampler(
-            self.pairs["qid"], self.pairs["is_mono"], batch_size, strategy, mix_ratio, seed
-        )
+        self.sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=seed,
+                                          **sampler_options(sampling))
+        self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
+                           if validation_ids else None)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -61,16 +98,22 @@ class PairDataModule(L.LightningDataModule):
             "data.pairs_mono": n_mono,
             "data.pairs_cross": len(self.pairs) - n_mono,
             "data.question_ids": len(set(self.pairs["qid"])),
+            "data.validation_pairs": len(self.validation.pairs) if self.validation else 0,
             "sampling.mix_ratio_effective": self.sampler.mix_ratio,
             "sampling.steps_per_epoch": len(self.sampler),
         }
 
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is not None:
-            # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
-            self.sampler.rank, self.sampler.world_size = self.trainer.global_rank, self.trainer.world_size
-            check_divisible(self.sampler.batch_size, self.sampler.world_size)
+        # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
+        self.sampler.rank, self.sampler.world_size = self._rank()
+        check_divisible(self.sampler.batch_size, self.sampler.world_size)
         return DataLoader(
             self.pairs, batch_sampler=self.sampler, collate_fn=self.collator,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self.validation.loader(*self._rank()) if self.validation else []

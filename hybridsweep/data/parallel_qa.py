@@ -88,17 +88,25 @@ def scale_count(total: int, scale: float) -> int:
     return max(count, 1)
 
 
-def nested_subset_ids(ids: list[str], scale: float, seed: int) -> list[str]:
-    """The first ``scale`` of ``ids`` after one fixed shuffle, so smaller scales nest in larger.
+def split_question_ids(ids: list[str], scale: float, seed: int, validation: float = 0) -> tuple[list[str], list[str]]:
+    """(training ids, validation ids) from one fixed shuffle of the sorted ``ids``.
 
-    ``scale`` in (0, 1] is a fraction of the ids; ``scale`` > 1 is an absolute count of ids. The
-    shuffle depends only on ``seed`` and the sorted ids, never on the scale, which makes the subset
-    at scale ``s`` a prefix (and so a subset) of the subset at any ``s' > s``.
+    The validation ids are the shuffle's first ``validation`` (a fraction in [0, 1) of all ids, or
+    a whole count >= 1; 0: none); the training ids are the first ``scale`` of the rest (a
+    fraction in (0, 1] of the rest, or a count). The shuffle depends only on ``seed`` and the
+    ids, never on the scale, so the validation ids are the same at every scale, never trained on,
+    and the training ids at scale ``s`` are a prefix (and so a subset) of those at any ``s' > s``.
     """
     ordered = sorted(ids)
-    count = scale_count(len(ordered), scale)
+    if validation < 0 or (validation >= 1 and validation != int(validation)):
+        raise ValueError(f"data.validation={validation} is not allowed: expected a fraction in [0, 1) or a whole count")
+    held_out = round(validation * len(ordered)) if validation < 1 else int(validation)
+    if held_out >= len(ordered):
+        raise ValueError(f"data.validation={validation} holds out {held_out} of the {len(ordered)} question ids: none left to train on")
     permutation = np.random.default_rng(seed).permutation(len(ordered))
-    return [ordered[i] for i in permutation[:count]]
+    shuffled = [ordered[i] for i in permutation]
+    rest = shuffled[held_out:]
+    return rest[:scale_count(len(rest), scale)], shuffled[:held_out]
 
 
 def training_pairs(corpus: ParallelQA) -> datasets.Dataset:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import datasets
@@ -32,10 +32,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hybridsweep.data.datamodule import PairCollator
-from hybridsweep.data.parallel_qa import scale_count
+from hybridsweep.data.datamodule import PairCollator, ValidationBatches, sampler_options
+from hybridsweep.data.parallel_qa import ParallelQA, scale_count, split_question_ids
 from hybridsweep.data.shards import POOLS, read_manifest
-from hybridsweep.model import TextEncoder
+from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import (
     HybridBatches, PoolBatches, Strategy, check_divisible, resolve_mix_ratio, step_types,
 )
@@ -208,24 +208,35 @@ class ResumableLoader(DataLoader):
 
 
 class StreamingDataModule(L.LightningDataModule):
-    """Serves the training pairs of a shard directory (``data.shards``) to each rank, streamed."""
+    """Serves the training pairs of a shard directory (``data.shards``) to each rank, streamed.
+
+    ``corpus`` (a small in-memory corpus, which also trains the tokenizer) provides the
+    validation batches: its first ``validation`` question ids, as :class:`PairDataModule` holds
+    them out; the shards are never validated on.
+    """
 
     def __init__(
         self,
         shards: str,
-        encoder: TextEncoder,
+        corpus: ParallelQA,
+        tokenizer: TextTokenizer,
         batch_size: int,
-        strategy: str,
-        mix_ratio: float | str,
+        sampling: Mapping,
         scale: float = 1.0,
         seed: int = 0,
+        subset_seed: int = 0,
+        validation: float = 0.0,
+        validation_batch_size: int = 32,
         num_workers: int = 0,
     ):
         super().__init__()
-        self.arguments = dict(root=shards, collate=PairCollator(encoder), batch_size=batch_size,
-                              strategy=strategy, mix_ratio=mix_ratio, scale=scale, seed=seed)
+        self.arguments = dict(root=shards, collate=PairCollator(tokenizer), batch_size=batch_size,
+                              scale=scale, seed=seed, **sampler_options(sampling))
         self.num_workers = num_workers
         self.batches = StreamedPairBatches(**self.arguments)
+        _, validation_ids = split_question_ids(corpus.question_ids, 1.0, subset_seed, validation)
+        self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
+                           if validation_ids else None)
 
     @property
     def stats(self) -> dict[str, float]:
@@ -233,6 +244,7 @@ class StreamingDataModule(L.LightningDataModule):
             "data.pairs_mono": self.batches.rows["mono"],
             "data.pairs_cross": self.batches.rows["cross"],
             "data.question_ids": self.batches.n_ids,
+            "data.validation_pairs": len(self.validation.pairs) if self.validation else 0,
             "sampling.mix_ratio_effective": self.batches.mix_ratio,
             "sampling.steps_per_epoch": len(self.batches),
         }
@@ -243,3 +255,8 @@ class StreamingDataModule(L.LightningDataModule):
                 **self.arguments, rank=self.trainer.global_rank, world_size=self.trainer.world_size
             )
         return ResumableLoader(self.batches, self.num_workers)
+
+    def val_dataloader(self):
+        if self.validation is None:
+            return []
+        return self.validation.loader(*((self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)))

@@ -16,10 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.data.miracl import MIRACL_HUB_ROOT, load_miracl
-from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.suites import SuiteResult
-from hybridsweep.evaluation.precision import Precision
-from hybridsweep.model import TextEncoder
 
 
 def ndcg_at_k(retrieved: list[str], judgements: dict[str, int], k: int) -> float:
@@ -46,25 +43,31 @@ def evaluate_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[str,
 
 
 class MiraclSuite:
-    """MIRACL as an ``eval.extra`` suite: the metrics per language and their mean."""
+    """MIRACL as an evaluation suite: the metrics per language and their mean."""
 
-    name = "miracl"
-
-    def __init__(self, languages: list[str], split: str = "dev", root: str = MIRACL_HUB_ROOT):
+    def __init__(self, languages: list[str], split: str = "dev", root: str = MIRACL_HUB_ROOT, prefix: str = "miracl/"):
         self.sets = [load_miracl(lang, split, root) for lang in languages]
+        self.prefix = prefix
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult:
+    def texts(self) -> dict[str, list[str]]:
+        """Every language's queries, and its passages as ``title text``, language after language."""
+        return {
+            "query": [m.queries[q] for m in self.sets for q in m.queries],
+            "passage": [f"{t} {x}".strip() for m in self.sets for t, x in zip(m.passages["title"], m.passages["text"])],
+        }
+
+    def score(self, embeddings: dict[str, np.ndarray]) -> SuiteResult:
         table = pd.DataFrame(index=pd.Index([s.lang for s in self.sets], name="language"),
                              columns=pd.Index(["ndcg_at_10", "recall_at_100"], name="metric"), dtype=float)
+        query_start = passage_start = 0
         for miracl in self.sets:
-            passages = [f"{t} {x}".strip() for t, x in zip(miracl.passages["title"], miracl.passages["text"])]
-            passage_emb = encode_texts(encoder, passages, "passage", batch_size, precision=precision, desc=f"miracl {miracl.lang} corpus")
-            qids = list(miracl.queries)
-            query_emb = encode_texts(encoder, [miracl.queries[q] for q in qids], "query", batch_size, precision=precision)
+            qids, docids = list(miracl.queries), miracl.passages["docid"]
+            query_emb = embeddings["query"][query_start:query_start + len(qids)]
+            passage_emb = embeddings["passage"][passage_start:passage_start + len(docids)]
+            query_start, passage_start = query_start + len(qids), passage_start + len(docids)
             index = faiss.IndexFlatIP(passage_emb.shape[1])
-            index.add(passage_emb)
-            hits = index.search(query_emb, min(100, len(passages)))[1]
-            docids = miracl.passages["docid"]
+            index.add(np.ascontiguousarray(passage_emb))
+            hits = index.search(np.ascontiguousarray(query_emb), min(100, len(docids)))[1]
             rankings = {q: [docids[i] for i in row] for q, row in zip(qids, hits)}
             table.loc[miracl.lang] = evaluate_rankings(rankings, miracl.qrels)
         metrics = {f"{m}/{lang}": float(table.loc[lang, m]) for lang in table.index for m in table.columns}

@@ -29,6 +29,7 @@ from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, s
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisions, pad_rows
 from hybridsweep.evaluation.precision import Precision
+from hybridsweep.evaluation.suites import SuiteResult
 from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
@@ -140,10 +141,27 @@ def evaluate_embeddings(
     return RetrievalResult(metrics, pair_tables["map_full"], per_question)
 
 
+class LareqaSuite:
+    """A parallel QA corpus (XQuAD-R, MLQA-R, the synthetic set) as an evaluation suite: the
+    LAReQA metrics of :func:`evaluate_embeddings`, the language-pair matrix and the per-question
+    APs (artifact :data:`PER_QUESTION_ARTIFACT`)."""
+
+    def __init__(self, corpus: ParallelQA, top_k: int = 20, prefix: str = ""):
+        self.corpus, self.top_k, self.prefix = corpus, top_k, prefix
+
+    def texts(self) -> dict[str, list[str]]:
+        return {"query": [q.text for q in self.corpus.questions], "passage": [c.text for c in self.corpus.candidates]}
+
+    def score(self, embeddings: dict[str, np.ndarray]) -> SuiteResult:
+        result = evaluate_embeddings(self.corpus, embeddings["query"], embeddings["passage"], self.top_k)
+        return SuiteResult(result.metrics, {"map_full_pairs": result.pair_map}, {PER_QUESTION_ARTIFACT: result.per_question})
+
+
 def evaluate_encoder(
     encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20, precision: Precision = "fp32"
 ) -> RetrievalResult:
-    """Encode a corpus's questions and candidates once, then evaluate every setting."""
+    """Encode a corpus's questions and candidates once where the encoder sits (no Trainer), then
+    evaluate every setting."""
     question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", batch_size, precision=precision)
     candidate_emb = encode_texts(encoder, [c.text for c in corpus.candidates], "passage", batch_size, precision=precision)
     return evaluate_embeddings(corpus, question_emb, candidate_emb, top_k)

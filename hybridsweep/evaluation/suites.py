@@ -1,7 +1,12 @@
-"""Additional evaluation suites (``eval.extra``): benchmarks beside the main parallel QA corpus.
+"""Evaluation suites (``eval.suites``): what a point is evaluated on, behind one protocol.
 
-A suite is any object with ``name`` and ``evaluate(encoder, batch_size) -> SuiteResult``; the
-training run evaluates each one listed in ``eval.extra`` and logs its metrics and matrices.
+A suite names the texts it needs encoded, per role (:meth:`EvalSuite.texts`), and scores their
+embeddings (:meth:`EvalSuite.score`), rows in the order it named them. Encoding is not the
+suite's business: in a run, :class:`hybridsweep.evaluation.evaluator.Evaluator` encodes the texts
+of every suite in one ``trainer.predict`` on the Trainer's devices; without a Trainer,
+:func:`evaluate_suite` encodes them with :func:`encode_texts`. Every suite logs its metrics under
+its ``prefix`` (the LAReQA suite under none: ``map_full/multilingual``; Tatoeba under
+``tatoeba/``) and its tables under the folder of that prefix.
 """
 
 from __future__ import annotations
@@ -9,20 +14,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
+from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.precision import Precision
-from hybridsweep.model import TextEncoder
+from hybridsweep.model import Role, TextEncoder
 
 
 @dataclass
 class SuiteResult:
     metrics: dict[str, float]
+    """Metric name (without the suite's prefix) -> value."""
     matrices: dict[str, pd.DataFrame] = field(default_factory=dict)
-    """Named tables (e.g. per-language scores), logged as CSV and heatmap."""
+    """Named tables (e.g. language-pair mAP), logged as CSV and heatmap."""
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Named long tables (e.g. per-question APs), logged as CSV artifacts under their file names."""
 
 
 class EvalSuite(Protocol):
-    name: str
+    prefix: str
+    """Prefix of the suite's metric names and folder of its artifacts (``""`` or ``"name/"``)."""
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult: ...
+    def texts(self) -> dict[Role, list[str]]:
+        """The texts to encode, per role."""
+
+    def score(self, embeddings: dict[Role, np.ndarray]) -> SuiteResult:
+        """The suite's results from the L2-normalised embeddings of :meth:`texts`, row for row."""
+
+
+def evaluate_suite(suite: EvalSuite, encoder: TextEncoder, batch_size: int = 256, precision: Precision = "fp32") -> SuiteResult:
+    """Encode a suite's texts with ``encoder`` where it sits (no Trainer) and score them."""
+    embeddings = {role: encode_texts(encoder, texts, role, batch_size, precision=precision)
+                  for role, texts in suite.texts().items()}
+    return suite.score(embeddings)

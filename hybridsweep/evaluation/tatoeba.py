@@ -16,10 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.data.tatoeba import Bitext, load_tatoeba
-from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.suites import SuiteResult
-from hybridsweep.evaluation.precision import Precision
-from hybridsweep.model import TextEncoder
 
 
 def top1_accuracy(query_emb: np.ndarray, target_emb: np.ndarray) -> float:
@@ -31,20 +28,26 @@ def top1_accuracy(query_emb: np.ndarray, target_emb: np.ndarray) -> float:
 
 
 class TatoebaSuite:
-    """Tatoeba as an ``eval.extra`` suite: per-language accuracy both ways and their means."""
-
-    name = "tatoeba"
+    """Tatoeba as an evaluation suite: per-language accuracy both ways and their means."""
 
     def __init__(self, languages: list[str] | None = None, root: str | None = None,
-                 download_dir: str | os.PathLike = "~/.cache/hybridsweep/downloads"):
+                 download_dir: str | os.PathLike = "~/.cache/hybridsweep/downloads", prefix: str = "tatoeba/"):
         self.bitexts: list[Bitext] = load_tatoeba(languages, root, download_dir)
+        self.prefix = prefix
 
-    def evaluate(self, encoder: TextEncoder, batch_size: int, precision: Precision = "fp32") -> SuiteResult:
+    def texts(self) -> dict[str, list[str]]:
+        """Both sides of every bitext, as queries (a symmetric task): each language's sentences,
+        then their English translations, language after language."""
+        return {"query": [t for b in self.bitexts for t in (*b.sentences, *b.english)]}
+
+    def score(self, embeddings: dict[str, np.ndarray]) -> SuiteResult:
         table = pd.DataFrame(columns=pd.Index(["xx->en", "en->xx"], name="direction"),
                              index=pd.Index([b.lang for b in self.bitexts], name="language"), dtype=float)
+        start = 0
         for bitext in self.bitexts:
-            source = encode_texts(encoder, bitext.sentences, "query", batch_size, precision=precision, desc=f"tatoeba {bitext.lang}")
-            english = encode_texts(encoder, bitext.english, "query", batch_size, precision=precision, desc=f"tatoeba {bitext.lang}-en")
+            n = len(bitext.sentences)
+            source, english = embeddings["query"][start:start + n], embeddings["query"][start + n:start + 2 * n]
+            start += 2 * n
             table.loc[bitext.lang] = [top1_accuracy(source, english), top1_accuracy(english, source)]
         metrics = {f"accuracy/{lang}-en": row["xx->en"] for lang, row in table.iterrows()}
         metrics |= {f"accuracy/en-{lang}": row["en->xx"] for lang, row in table.iterrows()}

@@ -1,0 +1,65 @@
+"""Lightning callbacks of a training point (the ``callbacks`` config group builds them).
+
+Exactness of a resume: checkpoints hold, besides the weights, optimiser and scheduler, the random
+state of torch / numpy / python (:class:`RngStateCheckpoint`) and what has been processed so far
+(:class:`ComputeAccounting`), and the samplers draw epoch ``e`` from ``(seed, e)`` alone, so the
+steps after a checkpoint are recomputed bit for bit (with ``trainer.deterministic``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class RngStateCheckpoint(Callback):
+    """Stores the torch / numpy / python random state in each checkpoint and restores it on resume,
+    so the dropout masks after a resume are those an uninterrupted run draws."""
+
+    def state_dict(self) -> dict:
+        # Tensors, lists and numbers only, so that torch.load(weights_only=True) accepts the checkpoint.
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+        random.setstate(state_dict["python"])
+
+
+class ComputeAccounting(Callback):
+    """What training processed, over all ranks: ``pairs`` (rows of the global batches) and
+    ``tokens`` (non-padding tokens of both towers). Kept in checkpoints, so a resumed point
+    reports the totals of one uninterrupted run; the optimizer steps are ``trainer.global_step``."""
+
+    def __init__(self):
+        self.pairs = 0
+        self.tokens = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        counts = torch.tensor([
+            batch["query"]["input_ids"].shape[0],
+            int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum()),
+        ], dtype=torch.float64, device=module.device)
+        if trainer.world_size > 1:
+            counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        self.pairs += int(counts[0])
+        self.tokens += int(counts[1])
+
+    def metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        return {"pairs_seen": self.pairs, "tokens": self.tokens, "steps": trainer.global_step}
+
+    def state_dict(self) -> dict:
+        return {"pairs": self.pairs, "tokens": self.tokens}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pairs, self.tokens = state_dict["pairs"], state_dict["tokens"]

@@ -1,0 +1,113 @@
+"""Evaluation inside Lightning: every suite's texts encoded by ``trainer.predict`` on the Trainer's
+devices, in ``eval.precision``, with the weights ``eval.checkpoint`` names.
+
+The texts of all suites form one list per role. They are batched in order of length (each batch
+padded only to its own longest text) and the batches are dealt round-robin to the ranks, so
+under DDP every rank encodes its share; the embeddings are then gathered to global rank zero,
+which alone scores the suites (and logs them). Lightning places the model: the evaluation never
+moves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from hybridsweep.evaluation.precision import Precision
+from hybridsweep.evaluation.suites import EvalSuite, SuiteResult
+from hybridsweep.model import DualEncoderModule, Role, TextTokenizer
+from hybridsweep.tracking import RunTracker
+
+
+class TextBatches:
+    """Collate for a loader of prepared batches ``(role, positions, texts)``: tokenised inputs and
+    the texts' positions in the global list of their role."""
+
+    def __init__(self, tokenizer: TextTokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: tuple[Role, list[int], list[str]]) -> dict:
+        role, positions, texts = batch
+        return {"role": role, "index": torch.tensor(positions), "inputs": self.tokenizer(texts, role)}
+
+
+def rank_batches(texts: Mapping[Role, list[str]], batch_size: int, rank: int, world_size: int) -> list[tuple]:
+    """This rank's batches: each role's texts sorted by length, cut into batches, dealt round-robin."""
+    batches = []
+    for role, role_texts in texts.items():
+        order = np.argsort([len(t) for t in role_texts], kind="stable")
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size].tolist()
+            batches.append((role, positions, [role_texts[i] for i in positions]))
+    return batches[rank::world_size]
+
+
+class Evaluator:
+    """The suites of ``eval.suites``, encoded through a Trainer and scored on global rank zero."""
+
+    def __init__(self, suites: Mapping[str, EvalSuite], batch_size: int = 256, precision: Precision = "fp32",
+                 checkpoint: str = "last"):
+        if checkpoint not in ("best", "last"):
+            raise ValueError(f"eval.checkpoint={checkpoint!r} is not allowed: expected 'best' or 'last'")
+        self.suites, self.batch_size, self.precision, self.checkpoint = dict(suites), batch_size, precision, checkpoint
+
+    def corpora(self) -> list:
+        """The parallel QA corpora the suites evaluate on (for the zero-shot disjointness check)."""
+        return [suite.corpus for suite in self.suites.values() if hasattr(suite, "corpus")]
+
+    def _requests(self) -> tuple[dict[Role, list[str]], dict[str, dict[Role, slice]]]:
+        texts: dict[Role, list[str]] = {}
+        spans: dict[str, dict[Role, slice]] = {}
+        for key, suite in self.suites.items():
+            spans[key] = {}
+            for role, role_texts in suite.texts().items():
+                start = len(texts.setdefault(role, []))
+                texts[role].extend(role_texts)
+                spans[key][role] = slice(start, start + len(role_texts))
+        return texts, spans
+
+    def run(self, trainer: L.Trainer, module: DualEncoderModule, trained: bool) -> dict[str, SuiteResult] | None:
+        """Encode and score every suite; the results on global rank zero, ``None`` on the others.
+
+        ``trained``: after ``fit``, the weights named by ``eval.checkpoint`` are loaded first
+        (``best``: the monitored checkpoint); before it, the model as built.
+        """
+        texts, spans = self._requests()
+        batches = rank_batches(texts, self.batch_size, trainer.global_rank, trainer.world_size)
+        loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(module.encoder.text_tokenizer))
+        module.predict_precision = self.precision
+        ckpt_path = "best" if trained and self.checkpoint == "best" else None
+        outputs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path)
+        local = [(batch[0], output["index"].numpy(), output["embedding"].numpy()) for batch, output in zip(batches, outputs)]
+        if trainer.world_size > 1:
+            gathered: list = [None] * trainer.world_size
+            dist.all_gather_object(gathered, local)
+            local = [item for part in gathered for item in part]
+        if trainer.global_rank != 0:
+            return None
+        width = local[0][2].shape[1]
+        embeddings = {role: np.zeros((len(role_texts), width), dtype=np.float32) for role, role_texts in texts.items()}
+        for role, positions, rows in local:
+            embeddings[role][positions] = rows
+        return {key: suite.score({role: embeddings[role][span] for role, span in spans[key].items()})
+                for key, suite in self.suites.items()}
+
+
+def log_results(tracker: RunTracker, suites: Mapping[str, EvalSuite], results: Mapping[str, SuiteResult] | None,
+                prefix: str = "", step: int = 0) -> None:
+    """Each suite's metrics under ``<prefix><suite prefix>`` and its tables in that folder."""
+    if results is None:
+        return
+    for key, result in results.items():
+        name = f"{prefix}{suites[key].prefix}"
+        folder = name.rstrip("/") or None
+        tracker.log_metrics(result.metrics, step=step, prefix=name)
+        for matrix_name, matrix in result.matrices.items():
+            tracker.log_matrix(matrix, matrix_name, f"{matrix_name} ({folder or 'trained'})", folder)
+        for file_name, table in result.tables.items():
+            tracker.log_frame(table, file_name, folder)

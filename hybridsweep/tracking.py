@@ -17,9 +17,10 @@ than ``resume.claim_expiry_s`` (or whose process, on this host, is gone) was lef
 process: it is *stale* and can be resumed. A live claim is never taken over. With a local store
 (SQLite or a folder) the decision runs under a file lock beside the store, so it is exact. With a
 tracking server there is no shared lock: each contender writes its claim, waits
-``resume.claim_settle_s`` for the others' writes to land, reads the claims back, and only the
-earliest live claim (by run start time, then run id; for one reopened run, the last claim written)
-goes on; the others withdraw.
+``resume.claim_settle_s`` for the others' writes to land and reads the claims back; a contender
+goes on only when its claim is the one live claim, else it withdraws and retries after a random
+pause (:func:`claim_run`). This assumes that no contender stalls for longer than the settle time
+between reading a stale run and claiming it.
 
 **Decision** (:func:`claim_run`), for the runs of the point's hash, newest first:
 
@@ -41,6 +42,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -131,17 +133,20 @@ def is_global_zero() -> bool:
 # Identity
 NON_RESULT_KEYS = (
     # Where things are read from and written to.
-    "cache_dir", "tracking", "resume", "*.root", "*.download_dir", "data.shards",
+    "cache_dir", "tracking", "resume", "*.root", "*.download_dir", "*.shards",
     # How fast or on how many processes it runs: the global batch is the same on any number of
     # ranks, and evaluation encodes the same texts at any batch size.
-    "data.num_workers", "eval.batch_size", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+    "*.num_workers", "eval.batch_size", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "model.compile",
     # What is shown while it runs.
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "callbacks.progress_bar", "callbacks.*.refresh_rate",
 )
-"""Dotted keys (``fnmatch`` patterns) that do not change a point's results: left out of its
-identity. Everything else in the resolved config is part of it."""
+"""Dotted keys (``fnmatch`` patterns; ``*.x`` also matches the copies that config nodes
+interpolate, e.g. ``data.module.num_workers``) that do not change a point's results: left out of
+its identity. Everything else in the resolved config is part of it. Where sharded data lives
+(``data.shards``) is a location too: a shard directory is identified by where it is read from
+only through its path, so rewriting shards in place needs a new results version or seed."""
 
 
 def _without(node: object, patterns: Iterable[str], path: str = "") -> object:
@@ -479,38 +484,59 @@ def _runs_of(store: MlflowClient, experiment: str, role: str, digest: str) -> li
     )
 
 
+def _decide(store: MlflowClient, experiment: str, role: str, digest: str, run_name: str, tags: Mapping[str, str],
+            settings: ClaimSettings, me: str) -> tuple[Decision, bool]:
+    """One look at the point's runs and, when nobody works on it, this process's claim:
+    (decision, whether a new run was created for it)."""
+    stamp = {CLAIM_TAG: me, HEARTBEAT_TAG: f"{time.time():.3f}"}
+    runs = _runs_of(store, experiment, role, digest) if settings.enabled else []
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    if finished:
+        return Decision("done", finished[0].info.run_id), False
+    live = [run for run in runs if claim_is_live(run, settings)]
+    if live:
+        return Decision("busy", live[0].info.run_id), False
+    stale = [run for run in runs if run.info.status in ("RUNNING", "KILLED")]
+    if stale:
+        run_id = stale[0].info.run_id
+        store.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, **stamp}.items()])
+        store.update_run(run_id, status="RUNNING")
+        return Decision("claimed", run_id, resumed=True), False
+    all_tags = {**tags, **provenance_tags(), HASH_TAG: digest, ROLE_TAG: role, **stamp}
+    run_id = store.create_run(experiment_id(store, experiment), run_name=run_name, tags=all_tags).info.run_id
+    return Decision("claimed", run_id), True
+
+
+_JITTER = random.Random()
+"""Its own generator: a claim must not move the global random state a point is seeded with."""
+
+
 def claim_run(uri: str, experiment: str, role: str, digest: str, run_name: str, tags: Mapping[str, str],
               settings: ClaimSettings) -> Decision:
     """Skip, leave, resume or start the run of ``digest`` (module docstring), claiming it when
-    this process is to work on it."""
+    this process is to work on it.
+
+    Without a lock (a tracking server), a claim holds only once, ``claim_settle_s`` after it was
+    written, it is the one live claim of the point: any write that landed before it is then
+    visible, and any later contender sees it and leaves. Contenders that see each other all
+    withdraw and retry after a random pause, so one of them goes on.
+    """
     store = client(uri)
     me = _claimant()
-    stamp = {CLAIM_TAG: me, HEARTBEAT_TAG: f"{time.time():.3f}"}
-    with _store_lock(uri) as exact:
-        runs = _runs_of(store, experiment, role, digest) if settings.enabled else []
-        finished = [run for run in runs if run.info.status == "FINISHED"]
-        if finished:
-            return Decision("done", finished[0].info.run_id)
-        live = [run for run in runs if claim_is_live(run, settings)]
-        if live:
-            return Decision("busy", live[0].info.run_id)
-        stale = [run for run in runs if run.info.status in ("RUNNING", "KILLED")]
-        if stale:
-            run_id = stale[0].info.run_id
-            store.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, **stamp}.items()])
-            store.update_run(run_id, status="RUNNING")
-        else:
-            all_tags = {**tags, **provenance_tags(), HASH_TAG: digest, ROLE_TAG: role, **stamp}
-            run_id = store.create_run(experiment_id(store, experiment), run_name=run_name, tags=all_tags).info.run_id
-    if not exact:
+    while True:
+        with _store_lock(uri) as exact:
+            decision, created = _decide(store, experiment, role, digest, run_name, tags, settings, me)
+        if exact or decision.state != "claimed":
+            return decision
         time.sleep(settings.claim_settle_s)
-        contenders = [run for run in _runs_of(store, experiment, role, digest) if claim_is_live(run, settings)]
-        winner = min(contenders, key=lambda run: (run.info.start_time, run.info.run_id), default=None)
-        if winner is None or winner.info.run_id != run_id or winner.data.tags.get(CLAIM_TAG) != me:
-            if not stale:
-                store.delete_run(run_id)
-            return Decision("busy", winner.info.run_id if winner else run_id)
-    return Decision("claimed", run_id, resumed=bool(stale))
+        live = [run for run in _runs_of(store, experiment, role, digest) if claim_is_live(run, settings)]
+        if [(run.info.run_id, run.data.tags.get(CLAIM_TAG)) for run in live] == [(decision.run_id, me)]:
+            return decision
+        if created:
+            store.delete_run(decision.run_id)
+        elif any(run.info.run_id == decision.run_id and run.data.tags.get(CLAIM_TAG) == me for run in live):
+            store.set_tag(decision.run_id, HEARTBEAT_TAG, "0")  # withdraw from the reopened run
+        time.sleep(_JITTER.uniform(0, 2 * settings.claim_settle_s))
 
 
 def wait_for(uri: str, experiment: str, role: str, digest: str, run_name: str, tags: Mapping[str, str],

@@ -101,6 +101,11 @@ def train(cfg: DictConfig) -> float:
         accounting = next((c for c in callbacks if isinstance(c, ComputeAccounting)), None)
         if accounting is not None:
             tracker.log_metrics(accounting.metrics(trainer), step=trainer.global_step, prefix="compute/")
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
+            # The monitored score of the kept checkpoint: with val/loss, a contrastive entropy at a
+            # fixed number of negatives, comparable across the points of a sweep.
+            tracker.log_metrics({f"{checkpoint.monitor}_best": float(checkpoint.best_model_score)}, step=trainer.global_step)
         total = time.perf_counter() - started
         tracker.log_metrics({"fit_s": fit_seconds, "eval_s": eval_seconds, "overhead_s": total - fit_seconds - eval_seconds},
                             step=trainer.global_step, prefix="time/")

@@ -1,5 +1,7 @@
 """Runs ``python -m hybridsweep.train ARGS`` and SIGKILLs its own process once training reaches
-global step ``$KILL_AT_STEP``: a crash that leaves no chance to clean up (no status, no flush)."""
+global step ``$KILL_AT_STEP``: a crash that leaves no chance to clean up (no status, no flush).
+Under DDP every rank runs this script (Lightning starts the other ranks from ``sys.argv``), so
+the whole process tree dies at that step."""
 
 import os
 import signal
@@ -17,5 +19,5 @@ def _kill_at_step(self, outputs, batch, batch_idx) -> None:
 
 
 DualEncoderModule.on_train_batch_end = _kill_at_step
-sys.argv = ["hybridsweep.train", *sys.argv[1:]]
+sys.argv = [os.path.abspath(__file__), *sys.argv[1:]]
 entry.main()

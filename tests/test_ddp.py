@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import socket
 
@@ -18,10 +19,12 @@ from hybridsweep.data.parallel_qa import training_pairs
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.losses import InfoNCELoss
-from hybridsweep.model import DualEncoderModule
+from hybridsweep.model import DualEncoderModule, linear_warmup_decay
 
 GLOBAL_BATCH, WORLD = 16, 2
 MINI_BATCH_SIZES = (None, 4)  # plain and gradient-cached steps
+
+ADAMW = functools.partial(torch.optim.AdamW, lr=1e-3)
 
 
 class _Recorder(L.Callback):
@@ -41,7 +44,7 @@ class _Recorder(L.Callback):
 
 
 def _fit(encoder, batch, mini_batch_size, path, devices, strategy="auto"):
-    module = DualEncoderModule(copy.deepcopy(encoder), InfoNCELoss(), lr=1e-3, mini_batch_size=mini_batch_size)
+    module = DualEncoderModule(copy.deepcopy(encoder), ADAMW, linear_warmup_decay, InfoNCELoss(), mini_batch_size)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, max_steps=1, gradient_clip_val=1.0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[_Recorder(path)])
@@ -78,7 +81,7 @@ def test_two_rank_ddp_equals_one_process(tmp_path):
     pairs = training_pairs(corpus)
     rows = [pairs[i] for i in range(0, 8 * GLOBAL_BATCH, 8)]  # distinct question ids
     assert len({r["qid"] for r in rows}) == GLOBAL_BATCH
-    batch = PairCollator(encoder)(rows)
+    batch = PairCollator(encoder.text_tokenizer)(rows)
 
     _fit(encoder, batch, None, tmp_path / "single.pt", 1)
     mp.start_processes(_rank, args=(_free_port(), encoder, batch, str(tmp_path)), nprocs=WORLD, start_method="spawn")

@@ -174,6 +174,7 @@ def test_cpu_sized_e5_trains_in_bf16_with_checkpointing_and_logs_its_variant(e5_
         "model=e5_small_cpu", "model.num_layers=1", "model.gradient_checkpointing=true", "model.max_length=32",
         "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "batch_size=8", "eval.before_training=false",
         "data.corpus.languages=[en,de]", "data.corpus.n_people=16", "data.scale=8", "eval.corpus.n_people=8",
+        "data.validation_batch_size=4",
         f"cache_dir={e5_cache}",
         f"tracking.tracking_uri=sqlite:///{isolated_env / 'mlflow.db'}",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import lightning as L
 import pytest
@@ -15,9 +16,11 @@ from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
-from hybridsweep.model import DualEncoderModule
+from hybridsweep.model import DualEncoderModule, linear_warmup_decay
 
 BATCH, MINI = 64, 8
+
+ADAMW = functools.partial(torch.optim.AdamW, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def setup(tmp_path_factory):
             rows.append(row)
         if len(rows) == BATCH:
             break
-    return encoder, PairCollator(encoder)(rows)
+    return encoder, PairCollator(encoder.text_tokenizer)(rows)
 
 
 def _grads(encoder):
@@ -99,7 +102,7 @@ class _Recorder(L.Callback):
 
 
 def _fit_one_step(encoder, batch, mini_batch_size, precision):
-    module = DualEncoderModule(copy.deepcopy(encoder), InfoNCELoss(), lr=1e-3, mini_batch_size=mini_batch_size)
+    module = DualEncoderModule(copy.deepcopy(encoder), ADAMW, linear_warmup_decay, InfoNCELoss(), mini_batch_size)
     recorder = _Recorder()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, precision=precision, gradient_clip_val=0.5,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -132,7 +135,7 @@ def test_fused_adamw_steps_with_clipped_gradients(setup, precision):
     clipped to ``gradient_clip_val``, which Lightning itself refuses for fused optimisers in
     mixed precision."""
     encoder, batch = setup
-    module = DualEncoderModule(copy.deepcopy(encoder), InfoNCELoss(), lr=1e-3)
+    module = DualEncoderModule(copy.deepcopy(encoder), ADAMW, linear_warmup_decay, InfoNCELoss())
     norms = []
 
     class StepNorm(L.Callback):

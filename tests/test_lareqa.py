@@ -118,3 +118,24 @@ def test_guard_refuses_the_training_set(shared_data_dir):
 def test_unknown_language_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="no languages \\['el'\\]"):
         load_lareqa("mlqa-r", languages=["el"], root=tmp_path)
+
+
+def test_downloads_come_from_the_commit_that_still_holds_each_dataset(tmp_path, shared_data_dir, monkeypatch):
+    """mlqa-r/ was deleted from the repository's master (commit b91469b); it is fetched from the
+    commit that holds it, xquad-r from master. The fake network serves the local copies."""
+    asked = []
+
+    def fake_urlopen(url, timeout):
+        asked.append(url)
+        dataset, name = url.split("/")[-2:]
+        return open(shared_data_dir / dataset / name, "rb")
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    mlqa = load_lareqa("mlqa-r", languages=["de"], download_dir=tmp_path)
+    xquad = load_lareqa("xquad-r", languages=["de"], download_dir=tmp_path)
+    assert asked == [
+        "https://raw.githubusercontent.com/google-research-datasets/lareqa/"
+        "354d67d1cd066854cdfbf5ad0e6105528976141d/mlqa-r/de.json",
+        "https://raw.githubusercontent.com/google-research-datasets/lareqa/master/xquad-r/de.json",
+    ]
+    assert len(mlqa.questions) == 512 and len(xquad.questions) == 1190  # the README's counts

@@ -1,6 +1,6 @@
-"""End to end: a real 2-point multirun through the command line, read back from MLflow."""
+"""End to end: a real 2-point multirun through the command line, read back from MLflow, and the
+zero-shot entry point."""
 
-import os
 import subprocess
 import sys
 
@@ -8,72 +8,84 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT
-
-TINY = [
-    "data.corpus.n_people=40", "eval.corpus.n_people=12", "model.vocab_size=600",
-    "model.hidden_size=32", "model.intermediate_size=64", "model.num_heads=2",
-    "trainer.max_epochs=1", "eval.batch_size=64",
-]
-
-
-def run_cli(args: list[str], cwd, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    # One intra-op thread: these models are tiny, and spinning threads on a busy machine crawl.
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "hybridsweep.train", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=600,
-    )
+from conftest import REPO_ROOT, cli_env, run_cli
+from hybridsweep import tracking
 
 
 @pytest.mark.slow
-def test_two_point_multirun_is_logged_side_by_side(isolated_env):
-    done = run_cli(["-m", "batch_size=8,16", *TINY], isolated_env)
+def test_two_point_multirun_is_logged_side_by_side(tmp_path):
+    done = run_cli(tmp_path, "-m", "batch_size=8,16", "trainer.max_epochs=1")
     assert done.returncode == 0, done.stderr[-3000:]
 
+    mlflow.set_tracking_uri(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     everything = mlflow.search_runs(experiment_names=["hybridsweep"])
-    parents = everything[everything["tags.hybridsweep.role"] == "parent"]
-    assert len(parents) == 1, "one parent run per multirun"
-    runs = everything[everything["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
-    assert len(runs) == 2 and len(everything) == 3
+    role = everything[f"tags.{tracking.ROLE_TAG}"]
+    parents, runs, zero_shot = (everything[role == r] for r in ("parent", "point", "zero-shot"))
+    assert len(parents) == 1 and len(runs) == 2 and len(zero_shot) == 1 and len(everything) == 4
+    assert set(runs["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(runs["status"]) == {"FINISHED"}
     assert sorted(runs["params.batch_size"]) == ["16", "8"]
+    assert sorted(runs["tags.mlflow.runName"]) == ["bs=16,seed=0", "bs=8,seed=0"]
     assert set(runs["params.sampling.strategy"]) == {"hybrid"}
     assert runs["tags.sweep"].nunique() == 1 and runs["tags.sweep"].notna().all()
     for setting in ("monolingual", "crosslingual", "multilingual"):
         values = runs[f"metrics.map_full/{setting}"]
         assert values.between(0, 1).all() and values.notna().all()
-        assert runs[f"metrics.init/map_full/{setting}"].notna().all()
-    assert runs["metrics.train/loss"].notna().all()
+        # The untrained model was evaluated once; every point carries that evaluation as init/.
+        assert (runs[f"metrics.init/map_full/{setting}"] == zero_shot[f"metrics.map_full/{setting}"].iloc[0]).all()
+    assert (runs[f"tags.{tracking.ZERO_SHOT_RUN_TAG}"] == zero_shot["run_id"].iloc[0]).all()
+    assert runs["metrics.train/loss"].notna().all() and runs["metrics.val/loss"].notna().all()
+    # What training processed: pairs are steps x batch size.
+    steps = runs["params.sampling.steps_per_epoch"].astype(int)
+    assert (runs["metrics.compute/steps"] == steps).all()
+    assert (runs["metrics.compute/pairs_seen"] == steps * runs["params.batch_size"].astype(int)).all()
+    assert (runs["metrics.compute/tokens"] > 2 * runs["metrics.compute/pairs_seen"]).all()
+    assert set(runs["params.runtime.device"]) == {"cpu"}
     # Where each point's time went: the phases are positive and fit inside the run's own span.
     phases = runs[["metrics.time/fit_s", "metrics.time/eval_s", "metrics.time/overhead_s"]]
     assert (phases > 0).all().all()
     span = (runs["end_time"] - runs["start_time"]).dt.total_seconds()
     assert (phases.sum(axis=1) <= span + 1.0).all()
+    # A finished point keeps no checkpoint (resume.keep_checkpoints=false).
+    assert not list((tmp_path / "checkpoints").rglob("*.ckpt"))
 
-    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     run_id = runs["run_id"].iloc[0]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "map_full_pairs.csv", "map_full_pairs.png", "per_question_ap.csv.gz", "init"} <= artifacts
+    assert {"config.yaml", "map_full_pairs.csv", "map_full_pairs.png", "per_question_ap.csv.gz"} <= artifacts
+    assert {"map_full_pairs.csv", "per_question_ap.csv.gz"} <= {a.path for a in client.list_artifacts(zero_shot["run_id"].iloc[0])}
     losses = client.get_metric_history(run_id, "train/loss")
     assert len(losses) >= 2, "the training-loss curve has points"
 
     table = subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "sweep_table.py")],
-        cwd=isolated_env, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300,
     )
     assert table.returncode == 0, table.stderr[-2000:]
-    written = pd.read_csv(isolated_env / "reports" / "sweep_table.csv")
+    written = pd.read_csv(tmp_path / "reports" / "sweep_table.csv")
     assert written["batch_size"].tolist() == [8, 16]
     by_size = runs.set_index(runs["params.batch_size"].astype(int))
     for _, row in written.iterrows():
         expected = by_size.loc[row["batch_size"], "metrics.map_full/multilingual"]
         assert row["multilingual"] == pytest.approx(expected, abs=1e-4)
-    assert (isolated_env / "reports" / "sweep_table.png").stat().st_size > 0
+    assert (tmp_path / "reports" / "sweep_table.png").stat().st_size > 0
+
+    # The evaluation entry point finds that initializer's evaluation done and logs nothing new;
+    # another initializer is evaluated and logged as one zero-shot run.
+    again = run_cli(tmp_path, "batch_size=8", entry="hybridsweep.evaluate")
+    assert again.returncode == 0, again.stderr[-3000:]
+    other = run_cli(tmp_path, "model.num_layers=1", entry="hybridsweep.evaluate")
+    assert other.returncode == 0, other.stderr[-3000:]
+    everything = mlflow.search_runs(experiment_names=["hybridsweep"])
+    zero_shot = everything[everything[f"tags.{tracking.ROLE_TAG}"] == "zero-shot"]
+    assert len(zero_shot) == 2 and set(zero_shot["status"]) == {"FINISHED"}
+    fresh = zero_shot[zero_shot["params.model.num_layers"] == "1"]
+    assert fresh["metrics.map_full/multilingual"].between(0, 1).all()
+    assert {"map_full_pairs.csv", "per_question_ap.csv.gz"} <= {a.path for a in client.list_artifacts(fresh["run_id"].iloc[0])}
 
 
-def test_bad_value_fails_before_any_work(isolated_env):
-    done = run_cli(["batch_size=0", *TINY], isolated_env)
+def test_bad_value_fails_before_any_work(tmp_path):
+    done = run_cli(tmp_path, "batch_size=0")
     assert done.returncode != 0
     assert "batch_size=0 is not allowed: expected an integer > 0" in done.stderr
-    assert not (isolated_env / "mlflow.db").exists(), "nothing may be logged for an invalid config"
+    assert not (tmp_path / "mlflow.db").exists(), "nothing may be logged for an invalid config"

@@ -13,7 +13,7 @@ def _config(shared_data_dir, *overrides):
     root = str(shared_data_dir)
     with initialize_config_dir(config_dir(), version_base="1.3"):
         return compose("train", overrides=[
-            f"data.corpus.root={root}", f"eval.corpus.root={root}", f"eval.extra.tatoeba.root={root}",
+            f"data.corpus.root={root}", f"eval.corpus.root={root}", f"eval.suites.tatoeba.root={root}",
             *overrides,
         ])
 
@@ -24,7 +24,7 @@ def test_train_mlqa_r_evaluate_xquad_r(shared_data_dir, isolated_env):
         shared_data_dir, "data=mlqa_r", "eval=xquad_r",
         # Two languages and 120 question ids keep this short; the configs default to everything.
         "data.corpus.languages=[en,de]", "data.scale=120", "eval.corpus.languages=[en,de]",
-        "eval.extra.tatoeba.languages=[de]", "eval.before_training=false",
+        "eval.suites.tatoeba.languages=[de]", "eval.before_training=false",
         "trainer.max_epochs=1", "batch_size=8", "model.num_layers=1",
     )
     train(cfg)
@@ -45,6 +45,6 @@ def test_train_mlqa_r_evaluate_xquad_r(shared_data_dir, isolated_env):
 
 def test_training_and_evaluating_on_one_set_is_refused(shared_data_dir, isolated_env):
     cfg = _config(shared_data_dir, "data=mlqa_r", "eval=mlqa_r", "data.corpus.languages=[de]",
-                  "eval.corpus.languages=[de]", "eval.extra.tatoeba.languages=[de]")
+                  "eval.corpus.languages=[de]", "eval.suites.tatoeba.languages=[de]")
     with pytest.raises(ValueError, match="refusing to evaluate on the training corpus 'mlqa-r'"):
         train(cfg)

@@ -20,7 +20,12 @@ from pathlib import Path
 from hybridsweep.data.download import resolve_files
 from hybridsweep.data.parallel_qa import Candidate, ParallelQA, Question
 
-LAREQA_BASE_URL = "https://raw.githubusercontent.com/google-research-datasets/lareqa/master"
+LAREQA_REPOSITORY = "https://raw.githubusercontent.com/google-research-datasets/lareqa"
+LAREQA_URLS = {
+    "xquad-r": f"{LAREQA_REPOSITORY}/master/xquad-r",
+    # The repository's commit b91469b deleted mlqa-r/ from master; the files live on at this commit.
+    "mlqa-r": f"{LAREQA_REPOSITORY}/354d67d1cd066854cdfbf5ad0e6105528976141d/mlqa-r",
+}
 LANGUAGES = {
     "xquad-r": ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
     "mlqa-r": ("ar", "de", "en", "es", "hi", "vi", "zh"),
@@ -71,12 +76,13 @@ def load_lareqa(
     languages: list[str] | None = None,
     root: str | os.PathLike | None = None,
     download_dir: str | os.PathLike = "~/.cache/hybridsweep/downloads",
-    base_url: str = LAREQA_BASE_URL,
+    base_url: str | None = None,
 ) -> ParallelQA:
     """Load ``xquad-r`` or ``mlqa-r`` from ``root/<dataset>/<lang>.json``, or else from the LAReQA repository.
 
     ``root`` is a folder holding the benchmark folders (``xquad-r/``, ``mlqa-r/``); ``None``
-    downloads the files once into ``download_dir``.
+    downloads the files once into ``download_dir`` from ``base_url`` (default: the dataset's
+    folder in :data:`LAREQA_URLS`).
 
     ``languages`` restricts the corpus (default: all of the dataset's). ``stats`` holds, per
     language and in total, the answers dropped for crossing a sentence break.
@@ -88,7 +94,7 @@ def load_lareqa(
     if unknown:
         raise ValueError(f"{dataset} has no languages {unknown}; available: {list(LANGUAGES[dataset])}")
     local_dir = None if root is None else Path(root).expanduser() / dataset
-    files = resolve_files([f"{lang}.json" for lang in languages], local_dir, f"{base_url}/{dataset}", download_dir, dataset)
+    files = resolve_files([f"{lang}.json" for lang in languages], local_dir, base_url or LAREQA_URLS[dataset], download_dir, dataset)
     questions: list[Question] = []
     sentences: list[tuple[str, str, set]] = []
     stats: dict[str, int] = {}

@@ -69,6 +69,7 @@ def tiny_bert(
     max_length: int = 48,
     pooling: str = "mean",
     seed: int = 0,
+    dropout: float = 0.1,
 ) -> TextEncoder:
     """A randomly initialised small BERT and its corpus-trained tokenizer, as a TextEncoder."""
     tokenizer = cached_tokenizer(corpus, vocab_size, cache_dir)
@@ -76,6 +77,7 @@ def tiny_bert(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=intermediate_size,
         max_position_embeddings=max(max_length, 64), pad_token_id=tokenizer.pad_token_id,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

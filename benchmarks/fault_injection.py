@@ -1,0 +1,115 @@
+"""Fault injection: SIGKILL a 3-point sweep again and again, re-invoke it after each kill, and
+check that it ends as an uninterrupted sweep does.
+
+    python benchmarks/fault_injection.py --kills 24 --seed 0
+
+A kill is a phase (training step, evaluation batch, metric write, checkpoint serialisation) and
+an occurrence of it drawn at random (``benchmarks/faulty_point.py`` dies there). After each kill
+the same command is run again, faulty, until the number of kills is reached; then once without
+faults. Every point must then be FINISHED, its metrics equal to the uninterrupted reference
+sweep's (same seeds, ``trainer.deterministic``), each metric step logged exactly once, and no run
+left RUNNING. Figures go to ``benchmarks/results/fault_injection.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from common import write_results
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP = [
+    "-m", "batch_size=4,8,16", "hydra.sweep.dir=sweep", "data.corpus.n_people=30", "data.corpus.languages=[en,de]",
+    "data.scale=0.25", "data.validation_batch_size=4", "eval.corpus.n_people=10", "model.hidden_size=32",
+    "model.intermediate_size=64", "model.num_heads=2", "model.vocab_size=500", "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1", "+trainer.deterministic=true", "+trainer.enable_progress_bar=false",
+]
+# Upper bounds of the occurrence drawn per phase, from one uninterrupted sweep (3 points, 2 epochs).
+PHASES = {"train": 60, "eval": 12, "log": 30, "checkpoint": 12}
+
+
+def sweep(workdir: Path, experiment: str, fault: str | None) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HYBRIDSWEEP_CACHE": str(workdir / "cache"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    command = [sys.executable, *([str(REPO / "benchmarks" / "faulty_point.py")] if fault else ["-m", "hybridsweep.train"]),
+               *SWEEP, f"tracking.experiment={experiment}"]
+    if fault:
+        env["HYBRIDSWEEP_FAULT"] = fault
+    with open(workdir / f"{experiment}.log", "a") as log:
+        return subprocess.run(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def points(client: MlflowClient, experiment: str) -> dict[str, object]:
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return {r.data.params.get("batch_size"): r for r in runs if r.data.tags.get("hybridsweep.role") == "point"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        assert sweep(workdir, "reference", None) == 0, (workdir / "reference.log").read_text()[-3000:]
+        kills, invocations = [], 0
+        while len(kills) < args.kills:
+            phase = str(rng.choice(list(PHASES)))
+            fault = f"{phase}:{int(rng.integers(1, PHASES[phase] + 1))}"
+            status = sweep(workdir, "faulty", fault)
+            invocations += 1
+            if status == -9:
+                kills.append(fault)
+                print(f"[fault] kill {len(kills)}: {fault}", flush=True)
+            elif status != 0:
+                raise SystemExit(f"the sweep failed without being killed ({fault}): see {workdir / 'faulty.log'}")
+            else:
+                print(f"[fault] {fault}: the sweep finished before that occurrence", flush=True)
+        final = sweep(workdir, "faulty", None)
+        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+        reference, faulty = points(client, "reference"), points(client, "faulty")
+        mismatches, duplicated, running = [], [], []
+        for size, run in faulty.items():
+            if run.info.status != "FINISHED":
+                running.append(f"bs={size}: {run.info.status}")
+                continue
+            expected = reference[size]
+            for key, value in expected.data.metrics.items():
+                if key.startswith("time/"):
+                    continue
+                got = run.data.metrics.get(key)
+                if got is None or not np.isclose(got, value, rtol=1e-6, atol=1e-9):
+                    mismatches.append(f"bs={size} {key}: {got} vs {value}")
+            for key in ("train/loss", "val/loss"):
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                want = sorted(m.step for m in client.get_metric_history(expected.info.run_id, key))
+                if sorted(steps) != want:
+                    duplicated.append(f"bs={size} {key}: steps {sorted(steps)} vs {want}")
+        left_running = [r.info.run_id for r in client.search_runs([client.get_experiment_by_name("faulty").experiment_id])
+                        if r.info.status == "RUNNING"]
+    by_phase = {phase: sum(k.startswith(phase) for k in kills) for phase in PHASES}
+    figures = {
+        "kills": len(kills), "kills_by_phase": by_phase, "invocations": invocations + 1, "final_status": final,
+        "points_finished": sum(r.info.status == "FINISHED" for r in faulty.values()), "points": len(faulty),
+        "metric_mismatches": len(mismatches), "step_mismatches": len(duplicated), "runs_left_running": len(left_running),
+        "details": mismatches + duplicated + running, "kill_sequence": kills, "wall_s": round(time.time() - started, 1),
+    }
+    write_results("fault_injection", figures)
+    print({k: v for k, v in figures.items() if k != "kill_sequence"})
+    if final != 0 or mismatches or duplicated or running or left_running or len(faulty) != 3:
+        raise SystemExit("fault injection found a difference from the uninterrupted sweep (see above)")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,13 +75,17 @@ def test_racing_claims_on_a_tracking_server_elect_one_process(mlflow_server):
 
     def contend():
         start.wait()
-        decisions.append(tracking.claim_run(mlflow_server, "race", "point", "shared", "n", {}, FAST))
+        try:
+            decisions.append(tracking.claim_run(mlflow_server, "race", "point", "shared", "n", {}, FAST))
+        except Exception as error:  # a failure must show in the assertion, not vanish with its thread
+            decisions.append(error)
 
     threads = [threading.Thread(target=contend) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert all(isinstance(d, tracking.Decision) for d in decisions), decisions
     claimed = [d for d in decisions if d.state == "claimed"]
     assert len(claimed) == 1, decisions
     assert [d.state for d in decisions].count("busy") == 3

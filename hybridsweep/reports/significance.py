@@ -165,10 +165,10 @@ def paired_difference(
     return _difference(keys, values, replicates, n_ids)
 
 
-def _seed_pairs(hybrid: Row, baseline: Row) -> list[tuple[str, pd.Series, pd.Series]]:
-    """(seed, hybrid run, baseline run) for every seed both rows have, in the hybrid row's order."""
+def _seed_pairs(hybrid: Row, baseline: Row) -> list[tuple[str, str, str]]:
+    """(seed, hybrid run id, baseline run id) for every seed both rows have, in the hybrid row's order."""
 
-    def by_seed(row: Row) -> dict[str, pd.Series]:
+    def by_seed(row: Row) -> dict[str, str]:
         seeds = row.runs["params.seed"].astype(str) if "params.seed" in row.runs else pd.Series("", index=row.runs.index)
         repeated = seeds[seeds.duplicated(keep=False)]
         if not repeated.empty:
@@ -177,34 +177,34 @@ def _seed_pairs(hybrid: Row, baseline: Row) -> list[tuple[str, pd.Series, pd.Ser
                 f"row {row.initializer} / {row.training} has several runs of seed {repeated.iloc[0]!r} ({ids}); "
                 "a table row must differ from the others only in the training strategy and the seed"
             )
-        return {seed: run for seed, (_, run) in zip(seeds, row.runs.iterrows())}
+        return dict(zip(seeds, row.runs["run_id"]))
 
     base = by_seed(baseline)
-    return [(seed, run, base[seed]) for seed, run in by_seed(hybrid).items() if seed in base]
+    return [(seed, run_id, base[seed]) for seed, run_id in by_seed(hybrid).items() if seed in base]
 
 
 def _untested_reason(pairs, samples: Mapping[str, RunSample | None], hybrid: Row, baseline: Row) -> str | None:
     if not pairs:
         seeds = [sorted(r.runs.get("params.seed", pd.Series(dtype=str)).astype(str)) for r in (hybrid, baseline)]
         return f"not tested: no seed in common (hybrid seeds {seeds[0]}, baseline seeds {seeds[1]})"
-    for _, *runs in pairs:
-        for run in runs:
-            sample = samples[run["run_id"]]
-            if sample is None:
-                return f"not tested: run {run['run_id']} has no value in this column"
-            if sample.questions is None or sample.questions.empty:
-                return f"not tested: run {run['run_id']} has no per-question APs"
+    for run_id in (run_id for _, *run_ids in pairs for run_id in run_ids):
+        if samples[run_id] is None:
+            return f"not tested: run {run_id} has no value in this column"
+        if samples[run_id].questions is None or samples[run_id].questions.empty:
+            return f"not tested: run {run_id} has no per-question APs"
     return None
 
 
-def _check_same_questions(column: str, seed: str, hybrid: pd.Series, baseline: pd.Series, samples) -> int:
-    ids = [set(samples[run["run_id"]].questions["qid"]) for run in (hybrid, baseline)]
-    if ids[0] != ids[1]:
-        raise ValueError(
-            f"column {column}, seed {seed}: runs {hybrid['run_id']} and {baseline['run_id']} were evaluated on "
-            f"different questions ({len(ids[0] ^ ids[1])} ids differ); a paired test needs one evaluation set"
-        )
-    return len(ids[0])
+def _question_count(column: str, pairs, ids: Mapping[str, np.ndarray]) -> int:
+    """The number of question ids of the paired runs, which must be the same ids within a seed."""
+    for seed, hybrid, baseline in pairs:
+        differing = np.setxor1d(ids[hybrid], ids[baseline])
+        if len(differing):
+            raise ValueError(
+                f"column {column}, seed {seed}: runs {hybrid} and {baseline} were evaluated on different questions "
+                f"({len(differing)} ids differ); a paired test needs one evaluation set"
+            )
+    return max(len(ids[hybrid]) for _, hybrid, _ in pairs)
 
 
 def paired_tests(
@@ -215,26 +215,29 @@ def paired_tests(
     column (rows: :func:`hybridsweep.reports.tables.table_rows`), with Holm's correction over all
     tested comparisons of the table (module doc)."""
     rows = [row for row in table_rows(runs) if row.is_hybrid or row.training in BASELINE_MARKS]
+    compared = [
+        (hybrid, baseline, _seed_pairs(hybrid, baseline)) for hybrid in rows if hybrid.is_hybrid
+        for baseline in rows if baseline.initializer == hybrid.initializer and baseline.training in BASELINE_MARKS
+    ]
     records = []
     for column in columns:
         samples = {run["run_id"]: column.sample(run, questions) for row in rows for _, run in row.runs.iterrows()}
         with_questions = {k: s for k, s in samples.items() if s is not None and s.questions is not None and not s.questions.empty}
+        ids = {k: np.unique(s.questions["qid"].to_numpy()) for k, s in with_questions.items()}
         replicates = question_replicates(with_questions, n_boot, seed)
-        for hybrid in (row for row in rows if row.is_hybrid):
-            for baseline in (r for r in rows if r.initializer == hybrid.initializer and r.training in BASELINE_MARKS):
-                pairs = _seed_pairs(hybrid, baseline)
-                record = {"initializer": hybrid.initializer, "hybrid": hybrid.training, "baseline": baseline.training,
-                          "setting": column.name, "seeds": len(pairs)}
-                reason = _untested_reason(pairs, samples, hybrid, baseline)
-                if reason is None:
-                    n_ids = max(_check_same_questions(column.name, s, h, b, samples) for s, h, b in pairs)
-                    keys = [(h["run_id"], b["run_id"]) for _, h, b in pairs]
-                    values = {key: samples[key].value for pair in keys for key in pair}
-                    result = _difference(keys, values, replicates, n_ids)
-                    record.update(questions=n_ids, difference=result.difference, low=result.low, high=result.high, p=result.p, note="")
-                else:
-                    record["note"] = reason
-                records.append(record)
+        for hybrid, baseline, pairs in compared:
+            record = {"initializer": hybrid.initializer, "hybrid": hybrid.training, "baseline": baseline.training,
+                      "setting": column.name, "seeds": len(pairs)}
+            reason = _untested_reason(pairs, samples, hybrid, baseline)
+            if reason is None:
+                n_ids = _question_count(column.name, pairs, ids)
+                keys = [(h, b) for _, h, b in pairs]
+                values = {key: samples[key].value for pair in keys for key in pair}
+                result = _difference(keys, values, replicates, n_ids)
+                record.update(questions=n_ids, difference=result.difference, low=result.low, high=result.high, p=result.p, note="")
+            else:
+                record["note"] = reason
+            records.append(record)
     frame = pd.DataFrame.from_records(records, columns=[c for c in TEST_COLUMNS if c not in ("p_holm", "significant")])
     frame["p"] = frame["p"].astype(float)
     frame["p_holm"] = holm(frame["p"])

@@ -56,7 +56,7 @@ def question_matrix(questions: pd.DataFrame, qids: np.ndarray) -> tuple[np.ndarr
     q_index = np.minimum(np.searchsorted(qids, ids), max(len(qids) - 1, 0))
     if len(ids) and (len(qids) == 0 or (qids[q_index] != ids).any()):
         raise ValueError(f"question ids {sorted(set(ids) - set(qids))[:5]} are not in the given id list")
-    cells, c_index = np.unique(questions["cell"].astype(str).to_numpy(), return_inverse=True)
+    cells, c_index = np.unique(questions["cell"].to_numpy().astype(str), return_inverse=True)
     ap_sum = np.zeros((len(qids), len(cells)))
     count = np.zeros((len(qids), len(cells)))
     np.add.at(ap_sum, (q_index, c_index), questions["ap"].to_numpy(dtype=float))

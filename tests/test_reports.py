@@ -17,8 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
-from hybridsweep.resume import HASH_TAG, config_hash
-from hybridsweep.sweep import ROLE_TAG, SWEEP_DIR_TAG
+from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
 from hybridsweep.train import config_dir
 from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 

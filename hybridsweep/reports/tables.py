@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.reports.stats import N_BOOT, RunSample, bootstrap_estimate, separated_best
-from hybridsweep.sweep import ROLE_TAG
+from hybridsweep.tracking import ROLE_TAG
 
 SETTINGS = ("monolingual", "crosslingual", "multilingual")
 POINT_ROLE, ZERO_SHOT_ROLE = "point", "zero-shot"

@@ -129,12 +129,15 @@ def test_holm_by_hand():
 
 # --- the bootstrap against a plain loop ---------------------------------------------------------
 
-def loop_paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], n_boot: int, seed: int):
-    """Paired bootstrap written out with loops (significance module doc): one
-    ``default_rng(seed)`` drawing ``integers(0, |U|, (B, |U|))`` over the sorted union U of ids;
-    replicate b resamples every run with row b; a run's value is the mean over its cells of the
-    mean AP of the drawn ids (with their multiplicity) present in that cell."""
-    universe = sorted({q for pair in pairs for frame in pair for q in frame["qid"]})
+def loop_paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], setting: str, n_boot: int, seed: int):
+    """Paired bootstrap of (treatment, baseline) per-question frames in one mono/cross setting,
+    written out with loops (significance module doc): one ``default_rng(seed)`` drawing
+    ``integers(0, |U|, (B, |U|))`` over the sorted union U of ids; replicate b resamples every run
+    with row b; a run's value is the mean over its (query, pool) language cells of the mean AP of
+    the drawn ids (with their multiplicity) present in that cell."""
+    pairs = [tuple([(r.qid, (r.q_lang, r.c_lang), r.ap) for r in frame.itertuples() if r.setting == setting] for frame in pair)
+             for pair in pairs]
+    universe = sorted({qid for pair in pairs for rows in pair for qid, _, _ in rows})
     draws = np.random.default_rng(seed).integers(0, len(universe), size=(n_boot, len(universe)))
 
     def value(rows: list[tuple], ids: list[str]) -> float:
@@ -149,7 +152,6 @@ def loop_paired_bootstrap(pairs: list[tuple[pd.DataFrame, pd.DataFrame]], n_boot
                 cell_means.append(sum(aps) / len(aps))
         return sum(cell_means) / len(cell_means)
 
-    pairs = [tuple(list(frame[["qid", "cell", "ap"]].itertuples(index=False, name=None)) for frame in pair) for pair in pairs]
     replicates = []
     for b in range(n_boot):
         ids = [universe[i] for i in draws[b]]
@@ -190,7 +192,7 @@ def test_interval_and_p_value_match_a_plain_loop(monkeypatch):
     tests = paired_tests(runs, [column], frames.get, n_boot=n_boot, seed=seed).frame.set_index("baseline")
     for baseline in ("mono-only", "cross-only"):
         keys = [(f"hybrid α=0.5-{s}", f"{baseline}-{s}") for s in (0, 1)]
-        observed, (low, high), p = loop_paired_bootstrap([(sample(t).questions, sample(m).questions) for t, m in keys], n_boot, seed)
+        observed, (low, high), p = loop_paired_bootstrap([(frames[t], frames[m]) for t, m in keys], "crosslingual", n_boot, seed)
         direct = paired_difference([(sample(t), sample(m)) for t, m in keys], n_boot=n_boot, seed=seed)
         for result in (direct, tests.loc[baseline]):
             assert (result.difference, result.low, result.high, result.p) == (

@@ -33,8 +33,10 @@ from omegaconf import DictConfig, OmegaConf
 from hybridsweep.reports.runs import per_question_ap, runs_by_identity as point_runs
 from hybridsweep.tracking import log_report
 from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
+from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
 from hybridsweep.reports.tables import (
-    SETTINGS, build_table, language_column, metric_column, multilingual_languages, setting_column, write_table,
+    SETTINGS, bias_columns, build_table, language_column, metric_column, multilingual_languages, setting_column,
+    write_table,
 )
 from hybridsweep.tracking import config_hash
 from hybridsweep.tracking import tracking_uri
@@ -132,18 +134,24 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
     out.mkdir(parents=True, exist_ok=True)
     stem = out / spec.output
     if spec.kind == "settings":
-        table = build_table(runs, [setting_column(s) for s in SETTINGS], per_question_ap, n_boot=n_boot)
-        paths = write_table(table, stem, spec.caption)
+        columns = [setting_column(s) for s in SETTINGS]
+        comparisons = paired_tests(runs, columns, per_question_ap, n_boot=max(n_boot, N_BOOT_TESTS))
+        table = mark_significant(build_table(runs, columns, per_question_ap, n_boot=n_boot), comparisons)
+        tests = out / f"{spec.output}_tests"
+        paths = write_table(table, stem, spec.caption, [significance_note(comparisons, tests.name)])
+        paths += write_tests(comparisons, tests, f"{spec.caption}: hybrid rows against mono-only and cross-only, paired tests")
         languages = [language_column(lang) for lang in multilingual_languages(runs, per_question_ap)]
         if languages:
             per_language = build_table(runs, languages, per_question_ap, n_boot=n_boot)
             paths += write_table(per_language, out / f"{spec.output}_languages", f"{spec.caption}: multilingual setting by query language")
     elif spec.kind == "bias":
-        metrics = bias or {}
-        columns = [metric_column(m, direction == "higher") for m, direction in metrics.items()]
-        if not columns:
+        if not bias:
             raise SystemExit(f"profile {profile_name}: bias_metrics is empty; table-bias needs at least one")
-        present_metrics(runs, metrics)
+        try:
+            columns = bias_columns(bias)
+        except ValueError as error:
+            raise SystemExit(f"profile {profile_name}: {error}") from None
+        present_metrics(runs, dict.fromkeys(c.name for c in columns))
         paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
     else:
         lines = list(spec.lines)

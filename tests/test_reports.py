@@ -17,8 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
-from hybridsweep.resume import HASH_TAG, config_hash
-from hybridsweep.sweep import ROLE_TAG, SWEEP_DIR_TAG
+from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
 from hybridsweep.train import config_dir
 from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 
@@ -31,6 +30,9 @@ MULTI_SHIFT = {"mono": 0.0, "cross": 0.02, "hybrid": 0.5}
 COMMON = "trainer.max_epochs=1 tracking.experiment=paper-test"
 SCALES = ("0.1", "0.2", "0.4", "0.8", "1.0")
 BIAS = {"mono": (9.0, 10.0), "cross": (5.0, 6.0), "hybrid": (1.0, 1.5)}  # by seed 0, 1
+POOL = len(QIDS) * len(LANGS)  # candidates in the multilingual pool
+# Row labels the tables must print (the sweep's hybrid runs keep the default mix ratio, auto).
+LABELS = {"mono": "mono-only", "cross": "cross-only", "hybrid": "hybrid α=auto"}
 
 
 def _load_paper_module():
@@ -89,10 +91,11 @@ def point_hash(overrides: str) -> str:
         return config_hash(compose("train", overrides=overrides.split()))
 
 
-def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides=""):
+def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides="", tags=None):
     """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag, and
     the config hash tag is that of the point they compose."""
-    run = client.create_run(experiment_id, tags={"sweep": sweep, "overrides": overrides, HASH_TAG: point_hash(overrides)})
+    tags = {"sweep": sweep, "overrides": overrides, HASH_TAG: point_hash(overrides), **(tags or {})}
+    run = client.create_run(experiment_id, tags=tags)
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     for key, value in metrics.items():
@@ -118,9 +121,11 @@ def strategy_store(isolated_env):
         frames[strategy, seed] = frame
         metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
         metrics["bias/rank_distance"] = BIAS[strategy][seed]
-        params = {"model.name": "m1", "sampling.strategy": strategy, "seed": str(seed)}
+        metrics["eval/candidates"] = POOL
+        params = {"model.name": "m1", "sampling.strategy": strategy, "sampling.mix_ratio": "auto", "seed": str(seed)}
         overrides = f"sampling={strategy} seed={seed} {COMMON}"
-        log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env, overrides)
+        log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env, overrides,
+                tags={ROLE_TAG: "point"})
     # A run of the same sweep dir outside the profile's grid (an earlier grid) stays out of the tables.
     log_run(client, experiment_id, "multirun/paper/test/strategies", {"model.name": "m1", "sampling.strategy": "mono", "seed": "5"},
             {"map_full/monolingual": 0.0, "map_full/crosslingual": 0.0, "map_full/multilingual": 0.0},
@@ -167,25 +172,51 @@ def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolate
     table = pd.read_csv(isolated_env / "reports" / "table_xquad.csv")
     assert len(table) == 3 * 3
     for strategy, setting in itertools.product(STRATEGIES, ("monolingual", "crosslingual", "multilingual")):
-        row = table[(table["sampling.strategy"] == strategy) & (table["column"] == setting)].iloc[0]
+        row = table[(table["training"] == LABELS[strategy]) & (table["column"] == setting)].iloc[0]
         frames = [strategy_store[strategy, 0], strategy_store[strategy, 1]]
         assert row["mean"] == pytest.approx(np.mean([value_by_loop(f, setting) for f in frames]), abs=1e-5)
         low, high = bootstrap_by_loop(frames, setting, N_BOOT)
         assert (row["low"], row["high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
         assert row["n_runs"] == 2
     best = table[table["best"]]
-    assert list(zip(best["sampling.strategy"], best["column"])) == [("hybrid", "multilingual")]
+    assert list(zip(best["training"], best["column"])) == [("hybrid α=auto", "multilingual")]
 
     markdown = (isolated_env / "reports" / "table_xquad.md").read_text()
-    assert markdown.count("**") == 2 and "| hybrid" in markdown
+    assert markdown.count("**") == 2 and "| hybrid α=auto" in markdown
     assert markdown.index("mono-only") < markdown.index("cross-only") < markdown.index("| hybrid")
     assert r"\textbf{" in (isolated_env / "reports" / "table_xquad.tex").read_text()
+
+    # Paired tests, hybrid against each baseline in each setting. Every strategy of a seed draws the
+    # same APs (per_question_frame): mono and cross settings differ by 0 in every replicate (p = 1),
+    # and every multilingual question by the shift (no AP reaches 1), so every replicate is > 0.
+    tests = pd.read_csv(isolated_env / "reports" / "table_xquad_tests.csv")
+    assert sorted(zip(tests["baseline"], tests["setting"])) == sorted(
+        itertools.product(("mono-only", "cross-only"), ("monolingual", "crosslingual", "multilingual")))
+    for test in tests.itertuples():
+        baseline = {"mono-only": "mono", "cross-only": "cross"}[test.baseline]
+        expected = np.mean([value_by_loop(strategy_store["hybrid", seed], test.setting)
+                            - value_by_loop(strategy_store[baseline, seed], test.setting) for seed in (0, 1)])
+        assert test.difference == pytest.approx(expected, abs=1e-5)
+        assert (test.hybrid, test.seeds, test.questions) == ("hybrid α=auto", 2, len(QIDS))
+        if test.setting == "multilingual":
+            shift = MULTI_SHIFT["hybrid"] - MULTI_SHIFT[baseline]
+            assert (test.difference, test.low, test.high) == (pytest.approx(shift), pytest.approx(shift), pytest.approx(shift))
+            # The two smallest p of a family of 6 (the other four are 1): Holm multiplies them by 6.
+            assert test.p < 0.001 and test.p_holm == pytest.approx(6 * test.p) and test.significant
+        else:
+            assert (test.difference, test.low, test.high, test.p, test.p_holm) == (0, 0, 0, 1, 1) and not test.significant
+    # The main table marks the hybrid multilingual cell against both baselines, and states the rule.
+    marked = [line for line in markdown.splitlines() if line.startswith("| m1") and ("†" in line or "‡" in line)]
+    assert len(marked) == 1 and "| hybrid α=auto" in marked[0]
+    assert marked[0].count("†") == marked[0].count("‡") == 1 and marked[0].rstrip(" |").endswith("]** †‡")
+    assert "Holm-adjusted p < 0.05 over the 6 comparisons" in markdown
+    assert "yes" in (isolated_env / "reports" / "table_xquad_tests.md").read_text()
 
     # Per-language table of the multilingual setting: the mean AP of each query language.
     languages = pd.read_csv(isolated_env / "reports" / "table_xquad_languages.csv")
     assert sorted(languages["column"].unique()) == sorted(LANGS)
     for strategy, lang in itertools.product(STRATEGIES, LANGS):
-        row = languages[(languages["sampling.strategy"] == strategy) & (languages["column"] == lang)].iloc[0]
+        row = languages[(languages["training"] == LABELS[strategy]) & (languages["column"] == lang)].iloc[0]
         expected = np.mean([
             f[(f["setting"] == "multilingual") & (f["q_lang"] == lang)]["ap"].mean()
             for f in (strategy_store[strategy, 0], strategy_store[strategy, 1])
@@ -196,7 +227,8 @@ def test_settings_table_cells_intervals_and_best_marking(strategy_store, isolate
     reports = mlflow.search_runs(experiment_names=["paper-test"], filter_string="tags.report = 'table_xquad'")
     assert len(reports) == 1
     logged = {a.path for a in MlflowClient().list_artifacts(reports["run_id"].iloc[0])}
-    assert {"table_xquad.md", "table_xquad.csv", "table_xquad.tex", "table_xquad_languages.md"} <= logged
+    assert {"table_xquad.md", "table_xquad.csv", "table_xquad.tex", "table_xquad_languages.md",
+            "table_xquad_tests.md", "table_xquad_tests.csv", "table_xquad_tests.tex"} <= logged
     # ... and to the parent run of the sweep the table was built from.
     parent = mlflow.search_runs(experiment_names=["paper-test"], filter_string=f"tags.`{ROLE_TAG}` = 'parent'")
     in_parent = {a.path for a in MlflowClient().list_artifacts(parent["run_id"].iloc[0], "report/table_xquad")}
@@ -234,18 +266,27 @@ def test_bias_table_over_seeds_with_lower_is_better(strategy_store, isolated_env
     paper = _load_paper_module()
     paper.build("test", paper.load_profile(_profile(isolated_env)), "table-bias", isolated_env / "reports")
     table = pd.read_csv(isolated_env / "reports" / "table_bias.csv")
-    measured = table[table["column"] == "bias/rank_distance"].set_index("sampling.strategy")
+    measured = table[table["column"] == "bias/rank_distance"].set_index("training")
     for strategy in STRATEGIES:
         values = np.array(BIAS[strategy])
         rng = np.random.default_rng(0)  # no per-question data: only the seed level draws
         picks = rng.integers(0, 2, size=(N_BOOT, 2))
         low, high = np.percentile(values[picks].mean(axis=1), [2.5, 97.5])
-        assert measured.loc[strategy, "mean"] == pytest.approx(values.mean(), abs=1e-5)
-        assert (measured.loc[strategy, "low"], measured.loc[strategy, "high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
-    assert measured["best"].to_dict() == {"mono": False, "cross": False, "hybrid": True}
+        measured_row = measured.loc[LABELS[strategy]]
+        assert measured_row["mean"] == pytest.approx(values.mean(), abs=1e-5)
+        assert (measured_row["low"], measured_row["high"]) == (pytest.approx(low, abs=1e-5), pytest.approx(high, abs=1e-5))
+    assert measured["best"].to_dict() == {"mono-only": False, "cross-only": False, "hybrid α=auto": True}
     # A configured metric no run logs stays in the table as n/a instead of failing the build.
     assert table[table["column"] == "bias/not_logged"]["mean"].isna().all()
-    assert "n/a" in (isolated_env / "reports" / "table_bias.md").read_text()
+    markdown = (isolated_env / "reports" / "table_bias.md").read_text()
+    assert "n/a" in markdown
+    # The pool size stands right after the rank distance: a whole number, never a best cell.
+    assert list(dict.fromkeys(table["column"])) == ["bias/rank_distance", "eval/candidates", "bias/not_logged"]
+    pool = table[table["column"] == "eval/candidates"]
+    assert (pool["mean"] == POOL).all() and not pool["best"].any()
+    header, _, *lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert [cell.strip() for cell in header.strip("|").split("|")][2:4] == ["bias/rank_distance", "eval/candidates"]
+    assert all(line.strip("|").split("|")[3].strip() == str(POOL) for line in lines)
 
 
 def test_scaling_curve_fits_recover_the_power_law(isolated_env):
@@ -334,14 +375,14 @@ def test_points_trained_by_another_sweep_are_in_the_table(strategy_store, isolat
     client.delete_run(hybrid0["run_id"].iloc[0])
     frame = strategy_store["hybrid", 0]
     metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
-    log_run(client, experiment_id, "multirun/paper/test/batch", {"model.name": "m1", "sampling.strategy": "hybrid",
-            "seed": "0"}, metrics, frame, isolated_env, overrides=f"sampling=hybrid {COMMON}")
-    log_run(client, experiment_id, "multirun/paper/test/batch", {"model.name": "m1", "sampling.strategy": "hybrid",
-            "seed": "0"}, {"map_full/multilingual": 0.0}, overrides=f"sampling=hybrid batch_size=7 {COMMON}")
+    params = {"model.name": "m1", "sampling.strategy": "hybrid", "sampling.mix_ratio": "auto", "seed": "0"}
+    log_run(client, experiment_id, "multirun/paper/test/batch", params, metrics, frame, isolated_env, overrides=f"sampling=hybrid {COMMON}")
+    log_run(client, experiment_id, "multirun/paper/test/batch", params, {"map_full/multilingual": 0.0},
+            overrides=f"sampling=hybrid batch_size=7 {COMMON}")
     paper = _load_paper_module()
     paper.build("test", paper.load_profile(_profile(isolated_env)), "table-xquad", isolated_env / "reports")
     table = pd.read_csv(isolated_env / "reports" / "table_xquad.csv")
-    row = table[(table["sampling.strategy"] == "hybrid") & (table["column"] == "multilingual")].iloc[0]
+    row = table[(table["training"] == "hybrid α=auto") & (table["column"] == "multilingual")].iloc[0]
     assert row["n_runs"] == 2
     expected = np.mean([value_by_loop(strategy_store["hybrid", seed], "multilingual") for seed in (0, 1)])
     assert row["mean"] == pytest.approx(expected, abs=1e-5)

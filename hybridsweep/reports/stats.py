@@ -9,6 +9,8 @@ Over seeds, replicate ``b`` draws ``n_runs`` runs with replacement and averages 
 95% interval is the 2.5th and 97.5th percentile of the replicates. Draw order, from one
 ``numpy.random.default_rng(seed)`` per cell: every run's ``integers(0, n_q, (B, n_q))`` (indices
 into its sorted unique ids) in the given run order, then ``integers(0, n_runs, (B, n_runs))``.
+The paired tests (:mod:`hybridsweep.reports.significance`) resample with the same pieces
+(:func:`question_matrix`, :func:`draw_counts`, :func:`weighted_value`).
 """
 
 from __future__ import annotations
@@ -46,19 +48,43 @@ class RunSample:
     questions: pd.DataFrame | None = None
 
 
-def _question_replicates(questions: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    qids, q_index = np.unique(questions["qid"].to_numpy(), return_inverse=True)
-    cells, c_index = np.unique(questions["cell"].astype(str).to_numpy(), return_inverse=True)
+def question_matrix(questions: pd.DataFrame, qids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A run's APs summed per (question id, cell), and how many rows each sum holds, as two
+    (len(qids), cells) arrays; rows follow ``qids`` (sorted, and holding every id of the frame),
+    columns the sorted cells. Count 0 marks an id the run did not evaluate in that cell."""
+    ids = questions["qid"].to_numpy()
+    q_index = np.minimum(np.searchsorted(qids, ids), max(len(qids) - 1, 0))
+    if len(ids) and (len(qids) == 0 or (qids[q_index] != ids).any()):
+        raise ValueError(f"question ids {sorted(set(ids) - set(qids))[:5]} are not in the given id list")
+    cells, c_index = np.unique(questions["cell"].to_numpy().astype(str), return_inverse=True)
     ap_sum = np.zeros((len(qids), len(cells)))
     count = np.zeros((len(qids), len(cells)))
     np.add.at(ap_sum, (q_index, c_index), questions["ap"].to_numpy(dtype=float))
     np.add.at(count, (q_index, c_index), 1.0)
-    draws = rng.integers(0, len(qids), size=(n_boot, len(qids)))
-    weights = np.zeros((n_boot, len(qids)))
-    np.add.at(weights, (np.repeat(np.arange(n_boot), len(qids)), draws.ravel()), 1.0)
+    return ap_sum, count
+
+
+def draw_counts(rng: np.random.Generator, n_ids: int, n_rows: int) -> np.ndarray:
+    """``rng.integers(0, n_ids, (n_rows, n_ids))``, one resample of ``n_ids`` ids with replacement
+    per row, as draw counts: entry ``[b, q]`` is how often row ``b`` drew id ``q``."""
+    draws = rng.integers(0, n_ids, size=(n_rows, n_ids))
+    flat = (np.arange(n_rows)[:, None] * n_ids + draws).ravel()
+    return np.bincount(flat, minlength=n_rows * n_ids).reshape(n_rows, n_ids).astype(float)
+
+
+def weighted_value(weights: np.ndarray, ap_sum: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``v_b = mean_cells (sum_q w_bq AP_qc / sum_q w_bq n_qc)`` for each row ``b`` of the
+    (B, ids) ``weights``: the run value under resampled questions (all-ones weights give the
+    value itself). A cell none of whose ids were drawn is left out of that replicate's mean."""
     with np.errstate(invalid="ignore", divide="ignore"):
         cell_means = (weights @ ap_sum) / (weights @ count)
     return np.nanmean(cell_means, axis=1)
+
+
+def _question_replicates(questions: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    qids = np.unique(questions["qid"].to_numpy())
+    ap_sum, count = question_matrix(questions, qids)
+    return weighted_value(draw_counts(rng, len(qids), n_boot), ap_sum, count)
 
 
 def bootstrap_replicates(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:

@@ -95,7 +95,7 @@ SWEEP_HASH_TAG, SWEEP_DIR_TAG = "hybridsweep.sweep_hash", "hybridsweep.sweep_dir
 REPORT_TAG = "report"
 OVERRIDES_TAG = "overrides"
 
-ROLES = ("parent", "point", "zero-shot", "report")
+ROLES = PARENT_ROLE, POINT_ROLE, ZERO_SHOT_ROLE, REPORT_ROLE = ("parent", "point", "zero-shot", "report")
 
 # MLflow caps a param value at 6000 characters and a batch at 100 params / 1000 metrics.
 _PARAM_LIMIT, _PARAM_BATCH, _METRIC_BATCH = 6000, 100, 1000

@@ -19,11 +19,9 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.reports.stats import N_BOOT, RunSample, bootstrap_estimate, separated_best
-from hybridsweep.tracking import ROLE_TAG
+from hybridsweep.tracking import POINT_ROLE, ROLE_TAG, ZERO_SHOT_ROLE
 
 SETTINGS = ("monolingual", "crosslingual", "multilingual")
-POINT_ROLE, ZERO_SHOT_ROLE = "point", "zero-shot"
-"""Values of the ``hybridsweep.role`` tag: a trained grid point, the untrained initializer."""
 ZERO_SHOT = "zero-shot"
 STRATEGY_LABELS = {"mono": "mono-only", "cross": "cross-only", "hybrid": "hybrid"}
 ROW_COLUMNS = ("initializer", "training")

@@ -2,8 +2,8 @@
 
 Layout of a shard directory::
 
-    manifest.json          {"format": 2, "question_ids": Q, "languages": [...], "pools": {"mono": [shard, ...],
-                            "cross": [shard, ...]}, ...}
+    manifest.json          {"format": 2, "question_ids": Q, "blocks": B, "languages": [...],
+                            "pools": {"mono": [shard, ...], "cross": [shard, ...]}, ...}
     mono/part-00000.parquet, cross/part-00000.parquet, ...
 
 A shard holds the columns ``qid, qid_pos, q_lang, p_lang, question, passage, is_mono``. A shard
@@ -12,9 +12,10 @@ entry is ``{"path", "rows", "ids", "languages", "qid_start", "qid_count"}``: ``r
 (``{"en": {"rows": r, "ids": d}, ...}``; for a monolingual pair the passage shares the language),
 which is what per-language batches and the readers' distinct-id check need before reading a row.
 
-Every question id has a fixed position ``qid_pos`` in one shuffled order, and shard k of either
-pool holds exactly the pairs of the ids at positions ``[qid_start, qid_start + qid_count)``, rows
-shuffled within the shard. Hence the first ``n`` question ids are a prefix of shards (the last one
+Every question id has a fixed position ``qid_pos`` in one shuffled order. The pairs are written in
+blocks of ids: block b's shard of a pool holds exactly that pool's pairs of the ids at positions
+``[qid_start, qid_start + qid_count)``, rows shuffled within the shard (a pool with no pair in a
+block gets no shard for it). Hence the first ``n`` question ids are a prefix of shards (the last one
 possibly cut at ``qid_pos < n``): ``data.scale`` selects nested subsets by reading only the shards
 it needs. All pairs of an id lie in one shard, so splitting shards across ranks and workers never
 splits an id.
@@ -62,7 +63,7 @@ def read_manifest(root: str | Path) -> dict:
         if pool not in manifest["pools"]:
             raise ValueError(f"{path}: pools.{pool} missing; expected pools {list(POOLS)}")
     if manifest.get("format", 1) < FORMAT:
-        blocks = len(manifest["pools"]["mono"])
+        blocks = manifest.get("blocks", len(manifest["pools"]["mono"]))
         languages = " ".join(manifest.get("languages", LANGUAGES))
         raise ValueError(
             f"{path}: the shards were written without the question language of each pair (column q_lang, "
@@ -94,8 +95,9 @@ def pair_counts(table: pa.Table) -> dict:
 class ShardWriter:
     """Writes blocks of training pairs into a new shard directory; :meth:`close` writes the manifest.
 
-    Each :meth:`append` is one block: one shard per pool, its question ids prefixed ``b<block>/``
-    and placed at the next positions of the shuffled id order, rows shuffled within the shard.
+    Each :meth:`append` is one block: one shard per pool that has pairs in it (a block in one
+    language has no cross-lingual shard), its question ids prefixed ``b<block>/`` and placed at the
+    next positions of the shuffled id order, rows shuffled within the shard.
     """
 
     def __init__(self, out: str | Path, seed: int = 0, **settings):
@@ -103,7 +105,7 @@ class ShardWriter:
         if (self.root / MANIFEST).exists():
             raise FileExistsError(f"{self.root / MANIFEST} exists: write into an empty directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest = {"format": FORMAT, "question_ids": 0, "languages": [], "seed": seed, **settings,
+        self.manifest = {"format": FORMAT, "question_ids": 0, "blocks": 0, "languages": [], "seed": seed, **settings,
                          "pools": {p: [] for p in POOLS}, "bytes": 0}
 
     def append(self, pairs: pa.Table) -> int:
@@ -112,7 +114,7 @@ class ShardWriter:
         if missing:
             raise ValueError(f"a block of pairs needs the columns {list(PAIR_COLUMNS)}; missing {missing}")
         manifest = self.manifest
-        block = len(manifest["pools"]["mono"])
+        block = manifest["blocks"]
         rng = np.random.default_rng([self.seed, block])
         local_ids = pc.unique(pairs["qid"]).to_pylist()
         position = dict(zip(local_ids, manifest["question_ids"] + rng.permutation(len(local_ids))))
@@ -124,6 +126,8 @@ class ShardWriter:
         written = 0
         for pool, flag in (("mono", True), ("cross", False)):
             part = table.filter(pc.equal(table["is_mono"], flag))
+            if part.num_rows == 0:
+                continue
             relative = f"{pool}/part-{block:05d}.parquet"
             (self.root / pool).mkdir(parents=True, exist_ok=True)
             # Uncompressed: the size on disk is the size of the data (templated text compresses ~4x).
@@ -134,6 +138,7 @@ class ShardWriter:
                 "qid_start": manifest["question_ids"], "qid_count": len(local_ids),
             })
         manifest["question_ids"] += len(local_ids)
+        manifest["blocks"] += 1
         manifest["languages"] = sorted(set(manifest["languages"]) | set(pc.unique(pairs["q_lang"]).to_pylist()))
         manifest["bytes"] += written
         return written
@@ -161,9 +166,8 @@ def write_shards(
         raise ValueError("give exactly one of gigabytes and shards")
     writer = ShardWriter(out, seed, people_per_shard=people_per_shard)
     manifest = writer.manifest
-    while (manifest["bytes"] < gigabytes * 1e9) if shards is None else (len(manifest["pools"]["mono"]) < shards):
-        corpus = generate(n_people=people_per_shard, languages=list(languages),
-                          seed=_block_seed(seed, len(manifest["pools"]["mono"])))
+    while (manifest["bytes"] < gigabytes * 1e9) if shards is None else (manifest["blocks"] < shards):
+        corpus = generate(n_people=people_per_shard, languages=list(languages), seed=_block_seed(seed, manifest["blocks"]))
         writer.append(training_pairs(corpus).data.table)
     return writer.close()
 
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     manifest = write_shards(args.out, args.gigabytes, args.shards, args.people_per_shard, args.languages, args.seed)
     rows = sum(s["rows"] for pool in manifest["pools"].values() for s in pool)
-    print(f"wrote {len(manifest['pools']['mono'])} blocks, {rows} pairs, {manifest['question_ids']} question ids, "
+    print(f"wrote {manifest['blocks']} blocks, {rows} pairs, {manifest['question_ids']} question ids, "
           f"{manifest['bytes'] / 1e9:.3f} GB to {args.out}")
 
 

@@ -213,7 +213,7 @@ def step_streams(
         elif weights is None:
             yield MONO
         else:
-            # min(): a draw at or above the last cumulative sum (rounding below 1) is the last language.
+            # min(): v * total can round up to total itself, which belongs to the last language.
             index = min(int(np.searchsorted(cumulative, v * cumulative[-1], side="right")), len(languages) - 1)
             yield mono_stream(languages[index])
 
@@ -317,7 +317,8 @@ class HybridBatchSampler(Sampler[list[int]]):
             for language in sorted(set(mono_languages)):
                 self.streams[mono_stream(language)] = self.mono[mono_languages == language]
                 sizes[language] = len(self.streams[mono_stream(language)])
-            self.language_weights = language_weights(sizes, mono_language_weights)
+            if sizes:  # else the monolingual pool is empty, and refused below
+                self.language_weights = language_weights(sizes, mono_language_weights)
         for stream in drawn_streams(self.mix_ratio, self.streams):
             distinct = len({self.ids[i] for i in self.streams.get(stream, ())})
             if distinct < batch_size:

@@ -112,6 +112,10 @@ def test_a_language_with_too_few_ids_is_named():
     # The same pool serves mixed batches (40 distinct ids) and cross-lingual ones (no monolingual pool used).
     HybridBatchSampler(ids, is_mono, 8, "hybrid", languages=q_langs, mono_batches="mixed")
     HybridBatchSampler(ids, is_mono, 8, "cross")
+    cross_only = ~is_mono
+    with pytest.raises(ValueError, match="exceeds the 0 distinct question ids in the monolingual pool:"):
+        HybridBatchSampler([i for i, c in zip(ids, cross_only) if c], is_mono[cross_only], 8, "hybrid", 0.5,
+                           languages=[q for q, c in zip(q_langs, cross_only) if c])
 
 
 def test_bad_arguments_are_named():

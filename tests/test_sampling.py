@@ -63,7 +63,7 @@ def test_deterministic_from_seed_and_epoch(mono_batches):
 
 def test_a_pass_uses_every_pair_of_the_pool_once():
     # One language: a question id occurs once in the pool, so no pair is ever deferred past the pass.
-    ids, is_mono, langs = _pool(n_ids=32, langs=1)
+    ids, is_mono, _ = _pool(n_ids=32, langs=1)
     sampler = HybridBatchSampler(ids, is_mono, batch_size=8, strategy="mono", mono_batches="mixed")
     used = [i for batch in sampler for i in batch]
     assert sorted(used) == sorted(np.flatnonzero(is_mono).tolist())

@@ -68,7 +68,8 @@ def reference_streams(mono_rows: list[dict], cross_rows: list[dict], mono_batche
     if mono_batches == "mixed":
         return {"mono": mono_rows, "cross": cross_rows}
     languages = {r["q_lang"] for r in mono_rows}
-    return {"cross": cross_rows, **{f"mono/{lang}": [r for r in mono_rows if r["q_lang"] == lang] for lang in languages}}
+    per_language = {f"mono/{lang}": [r for r in mono_rows if r["q_lang"] == lang] for lang in languages}
+    return {"cross": cross_rows, **per_language}
 
 
 def reference_keys(types: list[bool], got: list[tuple[bool, list]], mono_batches: str) -> list[str]:
@@ -138,9 +139,11 @@ def test_scale_selects_nested_prefixes_without_other_shards(shards):
         assert len(selected_small[pool]) < len(read_manifest(shards)["pools"][pool])
         expected = in_memory_rows(shards, pool, id_limit=n_small)
         assert sum(s["rows"] for s in selected_small[pool]) == len(expected)
+        assert sum(s["ids"] for s in selected_small[pool]) == len({r["qid"] for r in expected})
         for language in ("en", "de", "ru"):
-            assert sum(s["languages"][language]["rows"] for s in selected_small[pool]) == sum(
-                r["q_lang"] == language for r in expected)
+            own = [r for r in expected if r["q_lang"] == language]
+            assert sum(s["languages"][language]["rows"] for s in selected_small[pool]) == len(own)
+            assert sum(s["languages"][language]["ids"] for s in selected_small[pool]) == len({r["qid"] for r in own})
     small_pairs = {p for b in ResumableLoader(StreamedPairBatches(shards, collate_ids, 8, "mono", seed=1, scale=small))
                    for p in map(tuple, b["pairs"])}
     large_pairs = {p for b in ResumableLoader(StreamedPairBatches(shards, collate_ids, 8, "mono", seed=1, scale=large))

@@ -167,7 +167,8 @@ def write_shards(
     writer = ShardWriter(out, seed, people_per_shard=people_per_shard)
     manifest = writer.manifest
     while (manifest["bytes"] < gigabytes * 1e9) if shards is None else (manifest["blocks"] < shards):
-        corpus = generate(n_people=people_per_shard, languages=list(languages), seed=_block_seed(seed, manifest["blocks"]))
+        block_seed = _block_seed(seed, manifest["blocks"])
+        corpus = generate(n_people=people_per_shard, languages=list(languages), seed=block_seed)
         writer.append(training_pairs(corpus).data.table)
     return writer.close()
 

@@ -243,13 +243,13 @@ class StreamedPairBatches(IterableDataset):
         lane = (first + worker_id) % workers
         global_lane, lanes = self.rank * workers + lane, self.world_size * workers
         saved = self.start["lanes"].get(str(lane), {})
-        pools, streams = {}, {}
+        pools, streams, share = {}, {}, self.batch_size // self.world_size
         for name in self.streams:
             pool, language = stream_parts(name)
             state = saved.get(name, {})
-            pools[name] = StreamedPool(self.lane_files(pool, global_lane, lanes), self.n_ids, state.get("position"),
-                                       language)
-            streams[name] = PoolBatches(pools[name].next_pass, lambda row: row["qid"], self.batch_size // self.world_size)
+            files = self.lane_files(pool, global_lane, lanes)
+            pools[name] = StreamedPool(files, self.n_ids, state.get("position"), language)
+            streams[name] = PoolBatches(pools[name].next_pass, lambda row: row["qid"], share)
             streams[name].deferred = deque(state.get("deferred", []))
         batches = HybridBatches(streams, self.plan(first + worker_id, workers))
         for step in range(first + worker_id, end, workers):

@@ -35,7 +35,8 @@ steps under either rule, so under ``per_language`` it is a number of steps, not 
 language: with ``proportional`` weights and ``mix_ratio=auto`` each language's stream is used
 for one pass per epoch in expectation; with ``uniform`` weights every language gets 1/K of the
 monolingual steps whatever its size, so a small language's stream starts more passes per epoch
-than a large one's.
+than a large one's. No language runs dry (its stream starts a new pass), so the languages drawn
+from are all those of the monolingual pool, each of which must be able to fill a batch (below).
 
 **Shared draws.** The type and the language of step s are the s-th draws of two random streams
 fixed by the seed (:func:`step_streams`) and never depend on the data a process reads, so every

@@ -1,30 +1,107 @@
 """Monolingual, cross-lingual and hybrid batch sampling for in-batch-negative training.
 
-A *monolingual* batch holds only pairs whose question and passage share a language; a
-*cross-lingual* batch only pairs whose languages differ. The hybrid strategy of Elmahdy et al.
-(2024) draws the type of every step independently:
+**Batch types.** A *monolingual* (X-X) batch holds only pairs whose question and passage share a
+language; a *cross-lingual* (X-Y) batch only pairs whose languages differ. The hybrid strategy of
+Elmahdy et al. (2024) draws the type of every step independently:
 
-    P(batch is monolingual) = mix_ratio,     mix_ratio_auto = |mono pool| / (|mono pool| + |cross pool|)
+    P(step is monolingual) = mix_ratio,     mix_ratio_auto = |mono pool| / (|mono pool| + |cross pool|)
 
-so that, with ``auto``, each pool is consumed in proportion to its size, as the paper sets it
-from the two datasets' sizes. ``mono`` and ``cross`` are the two baselines (mix_ratio 1 and 0).
+so that, with ``auto``, each pool is consumed in proportion to its size. ``mono`` and ``cross``
+are the two baselines (mix_ratio 1 and 0).
 
-Within a batch no question id appears twice: two pairs of the same id carry translations of the
-same answer, and each would be the other's false negative under the in-batch softmax.
+**Languages of a monolingual batch** (``mono_batches``):
+
+- ``per_language`` (the default; the paper's X-X, LAReQA's "X-X-mono"): every pair of a
+  monolingual batch is in one language l, drawn per step from the K languages of the
+  monolingual pool with, for ``mono_language_weights``,
+
+      uniform:        P(l) = 1 / K
+      proportional:   P(l) = n_l / sum_k n_k      (n_l: monolingual pairs in language l)
+
+  so a question's in-batch negatives are all in its own language and the language cannot tell
+  the positive apart.
+- ``mixed`` (LAReQA's plain "X-X"): one pool over all languages, so a batch mixes languages and
+  every same-language positive competes with other-language negatives, which teaches the model
+  to prefer its own language (LAReQA, mBERT on XQuAD-R: multilingual mAP 0.23, against 0.52 for
+  X-X-mono).
+
+Cross-lingual batches are drawn per pair from one pool of all language pairs: each pair's
+question is in X and its passage in Y != X, and languages mix within a batch.
+
+**Streams and epochs.** Every batch comes from one *stream*: ``cross``, ``mono`` (mixed) or
+``mono/<l>`` (per language). A stream makes passes over its pairs, each pair once per pass; a
+stream that runs out starts its next pass. An epoch is ``(pairs of the pools used) // batch_size``
+steps under either rule, so under ``per_language`` it is a number of steps, not one pass per
+language: with ``proportional`` weights and ``mix_ratio=auto`` each language's stream is used
+for one pass per epoch in expectation; with ``uniform`` weights every language gets 1/K of the
+monolingual steps whatever its size, so a small language's stream starts more passes per epoch
+than a large one's. No language runs dry (its stream starts a new pass), so the languages drawn
+from are all those of the monolingual pool, each of which must be able to fill a batch (below).
+
+**Shared draws.** The type and the language of step s are the s-th draws of two random streams
+fixed by the seed (:func:`step_streams`) and never depend on the data a process reads, so every
+DDP rank and every dataloader worker agrees on both without communicating.
+
+**No repeated question id** within a batch: two pairs of the same id carry translations of the
+same answer, and each would be the other's false negative under the in-batch softmax. A stream
+with fewer distinct question ids than the pairs it must place in one batch is refused.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, Literal, TypeVar
 
 import numpy as np
 from torch.utils.data import Sampler
 
 Strategy = Literal["mono", "cross", "hybrid"]
+MonoBatches = Literal["per_language", "mixed"]
+LanguageWeights = Literal["uniform", "proportional"]
+MONO_BATCHES = ("per_language", "mixed")
+LANGUAGE_WEIGHTS = ("uniform", "proportional")
+CROSS, MONO = "cross", "mono"
 Item = TypeVar("Item")
 _END = object()
+
+
+def mono_stream(language: str) -> str:
+    """The name of the monolingual stream of one language."""
+    return f"{MONO}/{language}"
+
+
+def used_pools(mix_ratio: float) -> list[str]:
+    """The pools a run draws batches from: those with a positive probability."""
+    return [pool for pool, p in ((MONO, mix_ratio), (CROSS, 1 - mix_ratio)) if p > 0]
+
+
+def stream_parts(stream: str) -> tuple[str, str | None]:
+    """``(pool, language)`` of a stream name: ``("mono", "en")`` for ``mono/en``, language None otherwise."""
+    pool, _, language = stream.partition("/")
+    return pool, language or None
+
+
+def describe_stream(stream: str) -> str:
+    """A stream's name in words, for error messages."""
+    pool, language = stream_parts(stream)
+    words = "cross-lingual pool" if pool == CROSS else "monolingual pool"
+    return words if language is None else f"{words} of language {language!r}"
+
+
+def drawn_streams(mix_ratio: float, streams: Iterable[str]) -> list[str]:
+    """The streams a run draws batches from, among ``streams``: ``cross`` when mix_ratio < 1, and
+    the monolingual ones when mix_ratio > 0 (``mono`` itself when there is none: an empty pool)."""
+    pools = used_pools(mix_ratio)
+    drawn = [CROSS] if CROSS in pools else []
+    if MONO in pools:
+        drawn += [s for s in streams if s != CROSS] or [MONO]
+    return drawn
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed: expected one of {list(allowed)}")
 
 
 def resolve_mix_ratio(strategy: Strategy, mix_ratio: float | str, n_mono: int, n_cross: int) -> float:
@@ -38,13 +115,27 @@ def resolve_mix_ratio(strategy: Strategy, mix_ratio: float | str, n_mono: int, n
     return float(mix_ratio)
 
 
+def language_weights(sizes: Mapping[str, int], rule: LanguageWeights) -> dict[str, float]:
+    """P(language) of a monolingual step: ``1/K`` (uniform) or ``n_l / sum n`` (proportional).
+
+    ``sizes`` maps each language of the monolingual pool to its number of pairs.
+    """
+    check_choice("mono_language_weights", rule, LANGUAGE_WEIGHTS)
+    languages = sorted(sizes)
+    if rule == "uniform":
+        return {language: 1 / len(languages) for language in languages}
+    total = sum(sizes.values())
+    return {language: sizes[language] / total for language in languages}
+
+
 class PoolBatches(Generic[Item]):
     """An endless stream of batches from one pool: passes over the pool, no repeated id in a batch.
 
     ``next_pass()`` returns the items of the pool's next pass, in the order to use them (a fresh
     permutation for in-memory data, the stored order for streamed shards). A pair whose id already
     sits in the batch being filled is deferred to a later batch, so every pair of a pass is used
-    once. Only the pass iterator and the deferred pairs are held, never the pool itself.
+    once. Only the pass iterator and the deferred pairs are held, never the pool itself. The pool
+    must hold at least ``batch_size`` distinct ids, or a batch can never be filled.
     """
 
     def __init__(self, next_pass: Callable[[], Iterable[Item]], key: Callable[[Item], Hashable], batch_size: int):
@@ -76,36 +167,71 @@ class PoolBatches(Generic[Item]):
         return batch
 
 
-def step_types(mix_ratio: float, rng: np.random.Generator, start: int = 0, stride: int = 1) -> Iterator[bool]:
-    """Whether steps ``start``, ``start + stride``, ... are monolingual.
+def step_draws(rng: np.random.Generator, start: int = 0, stride: int = 1) -> Iterator[float]:
+    """The uniform draws of steps ``start``, ``start + stride``, ... of one sequential stream.
 
-    Step s is monolingual when the s-th uniform draw of ``rng`` is below ``mix_ratio``. Draws of
-    steps that are skipped are jumped over (PCG64 ``advance``: one 64-bit output per double), so a
-    process that serves every ``stride``-th step, or resumes at step ``start``, sees exactly the
-    types of one sequential stream.
+    Step s gets the s-th uniform double of ``rng``. Draws of steps that are skipped are jumped
+    over (PCG64 ``advance``: one 64-bit output per double), so a process that serves every
+    ``stride``-th step, or resumes at step ``start``, sees exactly the draws of one sequential
+    stream.
     """
     position = 0
     step = start
     while True:
         rng.bit_generator.advance(step - position)
-        yield bool(rng.random() < mix_ratio)
+        yield float(rng.random())
         position, step = step + 1, step + stride
 
 
-class HybridBatches:
-    """The batch-type logic shared by in-memory and streamed data.
+def step_types(mix_ratio: float, rng: np.random.Generator, start: int = 0, stride: int = 1) -> Iterator[bool]:
+    """Whether steps ``start``, ``start + stride``, ... are monolingual: draw u_s < mix_ratio."""
+    return (u < mix_ratio for u in step_draws(rng, start, stride))
 
-    For each step it takes the step's type from ``types`` (see :func:`step_types`) and returns the
-    next batch of the ``mono`` or the ``cross`` pool stream.
+
+def step_streams(
+    mix_ratio: float,
+    weights: Mapping[str, float] | None,
+    type_rng: np.random.Generator,
+    language_rng: np.random.Generator,
+    start: int = 0,
+    stride: int = 1,
+) -> Iterator[str]:
+    """The stream that serves each of steps ``start``, ``start + stride``, ...
+
+    Step s is monolingual when u_s < mix_ratio (u_s: the s-th draw of ``type_rng``). A
+    monolingual step is served by ``mono`` when ``weights`` is None (mixed batches), otherwise
+    by ``mono/<l>`` with l the language whose cumulative-weight interval holds v_s, the s-th draw
+    of ``language_rng`` (languages in sorted order): P(l) = weights[l]. A cross-lingual step is
+    served by ``cross``. Both draws are indexed by step (:func:`step_draws`), so any subset of
+    steps sees the languages and types of the one sequential stream.
+    """
+    languages = sorted(weights or ())
+    cumulative = np.cumsum([weights[language] for language in languages]) if weights else np.zeros(0)
+    types = step_types(mix_ratio, type_rng, start, stride)
+    for is_mono, v in zip(types, step_draws(language_rng, start, stride)):
+        if not is_mono:
+            yield CROSS
+        elif weights is None:
+            yield MONO
+        else:
+            # min(): v * total can round up to total itself, which belongs to the last language.
+            index = min(int(np.searchsorted(cumulative, v * cumulative[-1], side="right")), len(languages) - 1)
+            yield mono_stream(languages[index])
+
+
+class HybridBatches:
+    """The batch logic shared by in-memory and streamed data.
+
+    For each step it takes the step's stream from ``plan`` (see :func:`step_streams`) and returns
+    that stream's next batch.
     """
 
-    def __init__(self, mono: PoolBatches, cross: PoolBatches, types: Iterator[bool]):
-        self.streams = {True: mono, False: cross}
-        self.types = types
+    def __init__(self, streams: Mapping[str, PoolBatches], plan: Iterator[str]):
+        self.streams, self.plan = streams, plan
 
-    def next_batch(self) -> tuple[bool, list]:
-        is_mono = next(self.types)
-        return is_mono, self.streams[is_mono].next_batch()
+    def next_batch(self) -> tuple[str, list]:
+        stream = next(self.plan)
+        return stream, self.streams[stream].next_batch()
 
 
 def rank_slice(global_batch: list[Item], rank: int, world_size: int) -> list[Item]:
@@ -128,12 +254,23 @@ class HybridBatchSampler(Sampler[list[int]]):
         batch_size: pairs per global batch (the number of in-batch negatives plus one).
         strategy: ``mono``, ``cross`` or ``hybrid``.
         mix_ratio: probability of a monolingual batch for ``hybrid``; a float in [0, 1] or ``auto``.
-        seed: with the epoch, fixes every draw: the same (seed, epoch) yields the same batches.
+        seed: with the epoch, fixes every draw: the same (seed, epoch) yields the same batches,
+            which is how a restarted run resumes an epoch.
         rank, world_size: under DDP every rank draws the same global batch and yields its
-            ``batch_size / world_size`` slice, so all ranks share the type and hold disjoint pairs.
+            ``batch_size / world_size`` slice, so all ranks share the type and, for a monolingual
+            step, the language, and hold disjoint pairs.
+        languages: the question language of every pair (a monolingual pair's passage shares it);
+            needed when ``mono_batches="per_language"`` draws monolingual batches.
+        mono_batches: ``per_language`` (the paper's X-X: each monolingual batch in one language
+            drawn per step) or ``mixed`` (LAReQA's X-X: languages mixed within a batch).
+        mono_language_weights: ``uniform`` (P(l) = 1/K) or ``proportional`` (P(l) = n_l / sum n).
 
-    An epoch has ``(pairs in the pools used) // batch_size`` steps: the pool of the strategy for
-    ``mono``/``cross``, both pools for ``hybrid``.
+    Cross-lingual batches mix language pairs (question in X, passage in Y != X, per pair). An
+    epoch has ``(pairs in the pools used) // batch_size`` steps: the pool of the strategy for
+    ``mono``/``cross``, both pools for ``hybrid``; each stream starts a fresh permutation per pass
+    (see the module docstring). Every stream drawn from must hold at least ``batch_size`` distinct
+    question ids (under ``per_language``, every language of the monolingual pool), since the
+    global batch is filled before it is sliced across ranks.
     """
 
     def __init__(
@@ -146,29 +283,53 @@ class HybridBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        *,
+        languages: Sequence[str] | None = None,
+        mono_batches: MonoBatches = "per_language",
+        mono_language_weights: LanguageWeights = "uniform",
     ):
         super().__init__()
         check_divisible(batch_size, world_size)
+        check_choice("mono_batches", mono_batches, MONO_BATCHES)
+        check_choice("mono_language_weights", mono_language_weights, LANGUAGE_WEIGHTS)
         is_mono = np.asarray(is_mono, dtype=bool)
         self.ids = list(ids)
+        if len(is_mono) != len(self.ids) or (languages is not None and len(languages) != len(self.ids)):
+            raise ValueError(f"ids, is_mono and languages must have one entry per pair: got {len(self.ids)}, "
+                             f"{len(is_mono)} and {'none' if languages is None else len(languages)}")
         self.mono = np.flatnonzero(is_mono)
         self.cross = np.flatnonzero(~is_mono)
         self.batch_size, self.strategy, self.seed, self.epoch = batch_size, strategy, seed, 0
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.mono_batches = rank, world_size, mono_batches
         self.mix_ratio = resolve_mix_ratio(strategy, mix_ratio, len(self.mono), len(self.cross))
-        used = {"mono": len(self.mono), "cross": len(self.cross)}
-        if strategy == "hybrid":
-            pools = [name for name, p in (("mono", self.mix_ratio), ("cross", 1 - self.mix_ratio)) if p > 0]
-        else:
-            pools = [strategy]
-        for pool in pools:
-            distinct = len({self.ids[i] for i in getattr(self, pool)})
+        pools = used_pools(self.mix_ratio)
+        self.streams: dict[str, np.ndarray] = {CROSS: self.cross}
+        self.language_weights: dict[str, float] | None = None
+        if mono_batches == "mixed":
+            self.streams[MONO] = self.mono
+        elif MONO in pools:
+            if languages is None:
+                raise ValueError(
+                    "mono_batches='per_language' needs languages= (the question language of every pair) to "
+                    "draw one language per monolingual batch; mono_batches='mixed' mixes languages instead"
+                )
+            mono_languages = np.asarray(list(languages), dtype=object)[self.mono]
+            sizes = {}
+            for language in sorted(set(mono_languages)):
+                self.streams[mono_stream(language)] = self.mono[mono_languages == language]
+                sizes[language] = len(self.streams[mono_stream(language)])
+            if sizes:  # else the monolingual pool is empty, and refused below
+                self.language_weights = language_weights(sizes, mono_language_weights)
+        for stream in drawn_streams(self.mix_ratio, self.streams):
+            distinct = len({self.ids[i] for i in self.streams.get(stream, ())})
             if distinct < batch_size:
                 raise ValueError(
                     f"batch_size={batch_size} exceeds the {distinct} distinct question ids in the "
-                    f"{pool}-lingual pool: a batch cannot avoid repeating a question id"
+                    f"{describe_stream(stream)}: a batch cannot avoid repeating a question id"
+                    + ("" if stream in (MONO, CROSS) else
+                       "; lower batch_size, leave the language out, or use mono_batches='mixed'")
                 )
-        self.steps_per_epoch = sum(used[p] for p in pools) // batch_size
+        self.steps_per_epoch = sum(len(self.mono if p == MONO else self.cross) for p in pools) // batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch_size={batch_size} is larger than the training pairs available")
 
@@ -180,12 +341,16 @@ class HybridBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        type_rng, mono_rng, cross_rng = rng.spawn(3)
+        type_rng, mono_rng, cross_rng, language_rng = rng.spawn(4)
         key = self.ids.__getitem__
-        batches = HybridBatches(
-            PoolBatches(lambda: mono_rng.permutation(self.mono).tolist(), key, self.batch_size),
-            PoolBatches(lambda: cross_rng.permutation(self.cross).tolist(), key, self.batch_size),
-            step_types(self.mix_ratio, type_rng),
-        )
+        mono_names = [s for s in self.streams if s != CROSS]
+        # One generator per stream, children of mono_rng in sorted order: a language's permutations
+        # do not depend on how often the others are drawn.
+        stream_rngs = {CROSS: cross_rng, **dict(zip(sorted(mono_names), mono_rng.spawn(len(mono_names))))}
+        streams = {
+            name: PoolBatches(lambda r=stream_rngs[name], p=pool: r.permutation(p).tolist(), key, self.batch_size)
+            for name, pool in self.streams.items()
+        }
+        batches = HybridBatches(streams, step_streams(self.mix_ratio, self.language_weights, type_rng, language_rng))
         for _ in range(self.steps_per_epoch):
             yield rank_slice(batches.next_batch()[1], self.rank, self.world_size)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +23,11 @@ SEED, BATCH = 7, 24
 
 def collate_ids(rows: list[dict]) -> dict:
     """A collate that keeps what identifies a batch (module level: workers pickle it)."""
-    return {"pairs": [[r["qid"], r["question"], r["passage"]] for r in rows], "is_mono": rows[0]["is_mono"]}
+    return {"pairs": [pair(r) for r in rows], "is_mono": rows[0]["is_mono"]}
+
+
+def pair(row: dict) -> list:
+    return [row["qid"], row["q_lang"], row["p_lang"], row["question"], row["passage"]]
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +37,11 @@ def shards(tmp_path_factory) -> Path:
     return root
 
 
-def naive_batches(mono_rows, cross_rows, batch_size, types):
-    """Reference: per step, the step's pool in stored order, repeated ids deferred, deferred first."""
-    pools = {True: (list(mono_rows), [], [0]), False: (list(cross_rows), [], [0])}
-    for is_mono in types:
-        rows, deferred, cursor = pools[is_mono]
+def naive_batches(streams: dict[str, list[dict]], batch_size: int, keys: list[str]):
+    """Reference: per step, the step's stream in stored order, repeated ids deferred, deferred first."""
+    state = {name: (list(rows), [], [0]) for name, rows in streams.items()}
+    for key in keys:
+        rows, deferred, cursor = state[key]
         batch, ids = [], set()
         waiting, deferred[:] = list(deferred), []
         for row in waiting:
@@ -53,7 +60,24 @@ def naive_batches(mono_rows, cross_rows, batch_size, types):
             else:
                 ids.add(row["qid"])
                 batch.append(row)
-        yield is_mono, [[r["qid"], r["question"], r["passage"]] for r in batch]
+        yield key != "cross", [pair(r) for r in batch]
+
+
+def reference_streams(mono_rows: list[dict], cross_rows: list[dict], mono_batches: str) -> dict[str, list[dict]]:
+    """The rows of each stream, in stored order: one monolingual stream, or one per question language."""
+    if mono_batches == "mixed":
+        return {"mono": mono_rows, "cross": cross_rows}
+    languages = {r["q_lang"] for r in mono_rows}
+    per_language = {f"mono/{lang}": [r for r in mono_rows if r["q_lang"] == lang] for lang in languages}
+    return {"cross": cross_rows, **per_language}
+
+
+def reference_keys(types: list[bool], got: list[tuple[bool, list]], mono_batches: str) -> list[str]:
+    """The stream of each step: the type from the reference draws, and for per-language batches the
+    language the batch is in (its draw is tested for frequency elsewhere, not replayed here)."""
+    if mono_batches == "mixed":
+        return ["mono" if t else "cross" for t in types]
+    return [f"mono/{pairs[0][1]}" if t else "cross" for t, (_, pairs) in zip(types, got)]
 
 
 def in_memory_rows(root, pool, lane=0, lanes=1, id_limit=None):
@@ -68,34 +92,36 @@ def naive_types(mix_ratio, steps):
     return [bool(rng.random() < mix_ratio) for _ in range(steps)]
 
 
-def test_streamed_batches_equal_in_memory(shards):
-    stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED)
+@pytest.mark.parametrize("mono_batches", ["per_language", "mixed"])
+def test_streamed_batches_equal_in_memory(shards, mono_batches):
+    stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, mono_batches=mono_batches)
     mono, cross = in_memory_rows(shards, "mono"), in_memory_rows(shards, "cross")
     assert stream.mix_ratio == len(mono) / (len(mono) + len(cross))
     assert len(stream) == (len(mono) + len(cross)) // BATCH
     steps = 2 * len(stream)  # two epochs: the pools wrap around into their next pass
-    expected = list(naive_batches(mono, cross, BATCH, naive_types(stream.mix_ratio, steps)))
     loader = ResumableLoader(stream)
     got = [(b["is_mono"], b["pairs"]) for b in itertools.chain(loader, loader)]
-    assert got == expected
+    keys = reference_keys(naive_types(stream.mix_ratio, steps), got, mono_batches)
+    assert got == list(naive_batches(reference_streams(mono, cross, mono_batches), BATCH, keys))
     assert {m for m, _ in got} == {True, False}
 
 
+@pytest.mark.parametrize("mono_batches", ["per_language", "mixed"])
 @pytest.mark.parametrize("rank,world_size,workers", [(0, 1, 2), (1, 2, 1)])
-def test_ranks_and_workers_read_disjoint_shards(shards, rank, world_size, workers):
+def test_ranks_and_workers_read_disjoint_shards(shards, rank, world_size, workers, mono_batches):
     """Each rank/worker lane streams its own shards; step s keeps the global type sequence."""
     stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED,
-                                 rank=rank, world_size=world_size)
+                                 rank=rank, world_size=world_size, mono_batches=mono_batches)
     got = [(b["is_mono"], b["pairs"]) for b in ResumableLoader(stream, num_workers=workers)]
     types = naive_types(stream.mix_ratio, len(stream))
+    keys = reference_keys(types, got, mono_batches)
     lanes = world_size * workers
     expected = {}
     for lane in range(workers):
         global_lane = rank * workers + lane
-        own = types[lane::workers]
-        expected[lane] = list(naive_batches(in_memory_rows(shards, "mono", global_lane, lanes),
-                                            in_memory_rows(shards, "cross", global_lane, lanes),
-                                            BATCH // world_size, own))
+        lane_streams = reference_streams(in_memory_rows(shards, "mono", global_lane, lanes),
+                                         in_memory_rows(shards, "cross", global_lane, lanes), mono_batches)
+        expected[lane] = list(naive_batches(lane_streams, BATCH // world_size, keys[lane::workers]))
     interleaved = [expected[s % workers][s // workers] for s in range(len(stream))]
     assert got == interleaved
     assert [m for m, _ in got] == types
@@ -113,12 +139,17 @@ def test_scale_selects_nested_prefixes_without_other_shards(shards):
         assert len(selected_small[pool]) < len(read_manifest(shards)["pools"][pool])
         expected = in_memory_rows(shards, pool, id_limit=n_small)
         assert sum(s["rows"] for s in selected_small[pool]) == len(expected)
+        assert sum(s["ids"] for s in selected_small[pool]) == len({r["qid"] for r in expected})
+        for language in ("en", "de", "ru"):
+            own = [r for r in expected if r["q_lang"] == language]
+            assert sum(s["languages"][language]["rows"] for s in selected_small[pool]) == len(own)
+            assert sum(s["languages"][language]["ids"] for s in selected_small[pool]) == len({r["qid"] for r in own})
     small_pairs = {p for b in ResumableLoader(StreamedPairBatches(shards, collate_ids, 8, "mono", seed=1, scale=small))
                    for p in map(tuple, b["pairs"])}
     large_pairs = {p for b in ResumableLoader(StreamedPairBatches(shards, collate_ids, 8, "mono", seed=1, scale=large))
                    for p in map(tuple, b["pairs"])}
     assert small_pairs < large_pairs
-    allowed = {(r["qid"], r["question"], r["passage"]) for r in in_memory_rows(shards, "mono", id_limit=n_small)}
+    allowed = {tuple(pair(r)) for r in in_memory_rows(shards, "mono", id_limit=n_small)}
     assert small_pairs <= allowed
 
 
@@ -138,9 +169,10 @@ class _RecordBatches(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _run(shards, tmp_path, max_steps, workers, ckpt_path=None):
+def _run(shards, tmp_path, max_steps, workers, mono_batches, ckpt_path=None):
     module = _RecordBatches()
-    stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, scale=0.5)
+    stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, scale=0.5,
+                                 mono_batches=mono_batches)
     trainer = L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False,
                         callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)])
@@ -149,32 +181,86 @@ def _run(shards, tmp_path, max_steps, workers, ckpt_path=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resumed_run_continues_where_it_stopped(shards, tmp_path, workers):
+@pytest.mark.parametrize("mono_batches,workers", [("per_language", 0), ("per_language", 2), ("mixed", 0)])
+def test_resumed_run_continues_where_it_stopped(shards, tmp_path, mono_batches, workers):
     stream_len = len(StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, scale=0.5))
     total = stream_len + 3  # runs into the second epoch
     stop = stream_len - 2   # a checkpoint in the middle of the first epoch
-    whole = _run(shards, tmp_path / "whole", total, workers)
+    whole = _run(shards, tmp_path / "whole", total, workers, mono_batches)
     checkpoint = next((tmp_path / "whole").glob(f"*step={stop}.ckpt"))
-    resumed = _run(shards, tmp_path / "resumed", total, workers, ckpt_path=str(checkpoint))
+    resumed = _run(shards, tmp_path / "resumed", total, workers, mono_batches, ckpt_path=str(checkpoint))
     assert [s for s, _ in whole] == list(range(total))
     assert resumed == whole[stop:]
+    if mono_batches == "per_language":
+        # The resumed steps include monolingual batches, each in one language.
+        resumed_mono = [{p[1] for p in pairs} for _, pairs in resumed if pairs[0][1] == pairs[0][2]]
+        assert resumed_mono and all(len(languages) == 1 for languages in resumed_mono)
 
 
-def test_resuming_with_other_readers_is_refused(shards):
+def test_resuming_with_other_readers_or_mono_batches_is_refused(shards):
     loader = ResumableLoader(StreamedPairBatches(shards, collate_ids, BATCH, seed=SEED))
     next(iter(loader))
     other = ResumableLoader(StreamedPairBatches(shards, collate_ids, BATCH, seed=SEED), num_workers=2)
     other.load_state_dict(loader.state_dict())
     with pytest.raises(ValueError, match="written by 1 ranks x 1 dataloader workers"):
         next(iter(other))
+    mixed = ResumableLoader(StreamedPairBatches(shards, collate_ids, BATCH, seed=SEED, mono_batches="mixed"))
+    mixed.load_state_dict(loader.state_dict())
+    with pytest.raises(ValueError, match="written with mono_batches='per_language'; resume with the same, not 'mixed'"):
+        next(iter(mixed))
 
 
 def test_bad_shard_directory_and_too_many_readers_are_named(shards, tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json not found"):
         StreamedPairBatches(tmp_path, collate_ids, BATCH)
-    stream = StreamedPairBatches(shards, collate_ids, BATCH, world_size=8)  # 4 shards per pool, 8 readers
-    with pytest.raises(ValueError, match="fewer than the 8 readers"):
-        next(iter(ResumableLoader(stream)))
+    # 4 shards per pool, 8 readers: lane 4 has no shard at all.
+    with pytest.raises(ValueError, match="0 distinct question ids that reader lane 4 holds in the cross-lingual "
+                                         "pool at this data.scale: 8 ranks x 1 dataloader workers = 8 reader lanes "
+                                         "split the pool's 4 shards"):
+        StreamedPairBatches(shards, collate_ids, BATCH, world_size=8)
     with pytest.raises(ValueError, match="multiple of the 5 training processes"):
         StreamedPairBatches(shards, collate_ids, BATCH, world_size=5)
+
+
+def test_shard_directory_without_languages_is_refused_with_how_to_rewrite(shards, tmp_path):
+    """A directory written before shards stored q_lang (manifest without a format) is named."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    del manifest["format"]
+    for pool in manifest["pools"].values():
+        for shard in pool:
+            del shard["ids"], shard["languages"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError) as error:
+        StreamedPairBatches(tmp_path, collate_ids, BATCH)
+    message = str(error.value)
+    assert str(tmp_path / "manifest.json") in message and "q_lang" in message
+    assert "python -m hybridsweep.data.shards --out NEW_DIR --shards 4 --languages de en ru --seed 3" in message
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail, rather than hang, when the block runs past ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("rank,world_size,workers,batch", [(1, 2, 0, 48), (0, 1, 2, 24)])
+def test_a_lane_with_too_few_distinct_ids_is_refused_not_hung(shards, rank, world_size, workers, batch):
+    """72 question ids: shard 0 holds 60, shard 1 is cut to 12. With 2 reader lanes, lane 1 holds
+    12 distinct ids and cannot fill a rank's 24 pairs: this used to defer rows for ever."""
+    share = batch // world_size
+    with deadline(60), pytest.raises(ValueError) as error:
+        stream = StreamedPairBatches(shards, collate_ids, batch, "hybrid", "auto", seed=SEED, scale=72,
+                                     rank=rank, world_size=world_size, mono_batches="mixed")
+        next(iter(ResumableLoader(stream, num_workers=workers)))
+    message = str(error.value)
+    assert f"batch_size={batch} ({share} pairs per rank over {world_size} ranks)" in message
+    assert "12 distinct question ids that reader lane 1 holds" in message
+    assert f"{world_size} ranks x {max(workers, 1)} dataloader workers = 2 reader lanes" in message

@@ -2,20 +2,29 @@
 
 Layout of a shard directory::
 
-    manifest.json          {"question_ids": Q, "pools": {"mono": [shard, ...], "cross": [shard, ...]}}
+    manifest.json          {"format": 2, "question_ids": Q, "blocks": B, "languages": [...],
+                            "pools": {"mono": [shard, ...], "cross": [shard, ...]}, ...}
     mono/part-00000.parquet, cross/part-00000.parquet, ...
 
-A shard entry is ``{"path", "rows", "qid_start", "qid_count"}``. Every question id has a fixed
-position ``qid_pos`` in one shuffled order, and shard k of either pool holds exactly the pairs of
-the ids at positions ``[qid_start, qid_start + qid_count)``, rows shuffled within the shard. Hence
-the first ``n`` question ids are a prefix of shards (the last one possibly cut at ``qid_pos < n``):
-``data.scale`` selects nested subsets by reading only the shards it needs. All pairs of an id lie
-in one shard, so splitting shards across ranks and workers never splits an id.
+A shard holds the columns ``qid, qid_pos, q_lang, p_lang, question, passage, is_mono``. A shard
+entry is ``{"path", "rows", "ids", "languages", "qid_start", "qid_count"}``: ``rows`` pairs of
+``ids`` distinct question ids, ``languages`` the same two counts per question language
+(``{"en": {"rows": r, "ids": d}, ...}``; for a monolingual pair the passage shares the language),
+which is what per-language batches and the readers' distinct-id check need before reading a row.
+
+Every question id has a fixed position ``qid_pos`` in one shuffled order. The pairs are written in
+blocks of ids: block b's shard of a pool holds exactly that pool's pairs of the ids at positions
+``[qid_start, qid_start + qid_count)``, rows shuffled within the shard (a pool with no pair in a
+block gets no shard for it). Hence the first ``n`` question ids are a prefix of shards (the last one
+possibly cut at ``qid_pos < n``): ``data.scale`` selects nested subsets by reading only the shards
+it needs. All pairs of an id lie in one shard, so splitting shards across ranks and workers never
+splits an id.
 
 Writing: ``python -m hybridsweep.data.shards --out DIR --gigabytes N`` appends shards, each the
 training pairs (:func:`training_pairs`) of a fresh block of :func:`synthetic.generate` people,
 until the directory holds N GB. Block b is generated with seed ``(seed, b)`` and its ids are
 prefixed ``b<b>/``: ids are unique across blocks, though invented names recur between blocks.
+Any other table of pairs can be written block by block with :class:`ShardWriter`.
 """
 
 from __future__ import annotations
@@ -34,10 +43,14 @@ from hybridsweep.data.synthetic import LANGUAGES, generate
 
 POOLS = ("mono", "cross")
 MANIFEST = "manifest.json"
+FORMAT = 2
+"""Manifest format: 2 added the question and passage languages (``q_lang``, ``p_lang``) and the
+per-language counts of every shard."""
+PAIR_COLUMNS = ("qid", "q_lang", "p_lang", "question", "passage", "is_mono")
 
 
 def read_manifest(root: str | Path) -> dict:
-    """The manifest of a shard directory, with a clear error when it is missing or malformed."""
+    """The manifest of a shard directory, with a clear error when it is missing, malformed or old."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: data.shards must name a directory written by "
@@ -49,39 +62,95 @@ def read_manifest(root: str | Path) -> dict:
     for pool in POOLS:
         if pool not in manifest["pools"]:
             raise ValueError(f"{path}: pools.{pool} missing; expected pools {list(POOLS)}")
+    if manifest.get("format", 1) < FORMAT:
+        blocks = manifest.get("blocks", len(manifest["pools"]["mono"]))
+        languages = " ".join(manifest.get("languages", LANGUAGES))
+        raise ValueError(
+            f"{path}: the shards were written without the question language of each pair (column q_lang, "
+            f"manifest format {manifest.get('format', 1)} < {FORMAT}), which per-language batches and the "
+            f"readers' distinct-id check need; rewrite the directory: python -m hybridsweep.data.shards "
+            f"--out NEW_DIR --shards {blocks} --languages {languages} --seed {manifest.get('seed', 0)} "
+            f"--people-per-shard P (the P it was written with)"
+        )
     return manifest
+
+
+def pair_counts(table: pa.Table) -> dict:
+    """Pairs and distinct question ids of a table of pairs, in all and per question language.
+
+    Returns ``{"rows": r, "ids": d, "languages": {q_lang: {"rows": r_l, "ids": d_l}}}``.
+    """
+    per_language = table.group_by("q_lang").aggregate([("qid", "count"), ("qid", "count_distinct")])
+    return {
+        "rows": table.num_rows,
+        "ids": pc.count_distinct(table["qid"]).as_py(),
+        "languages": {
+            language: {"rows": rows, "ids": ids}
+            for language, rows, ids in zip(per_language["q_lang"].to_pylist(), per_language["qid_count"].to_pylist(),
+                                           per_language["qid_count_distinct"].to_pylist())
+        },
+    }
+
+
+class ShardWriter:
+    """Writes blocks of training pairs into a new shard directory; :meth:`close` writes the manifest.
+
+    Each :meth:`append` is one block: one shard per pool that has pairs in it (a block in one
+    language has no cross-lingual shard), its question ids prefixed ``b<block>/`` and placed at the
+    next positions of the shuffled id order, rows shuffled within the shard.
+    """
+
+    def __init__(self, out: str | Path, seed: int = 0, **settings):
+        self.root, self.seed = Path(out), seed
+        if (self.root / MANIFEST).exists():
+            raise FileExistsError(f"{self.root / MANIFEST} exists: write into an empty directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = {"format": FORMAT, "question_ids": 0, "blocks": 0, "languages": [], "seed": seed, **settings,
+                         "pools": {p: [] for p in POOLS}, "bytes": 0}
+
+    def append(self, pairs: pa.Table) -> int:
+        """Append one block of pairs (columns :data:`PAIR_COLUMNS`); returns the bytes written."""
+        missing = [c for c in PAIR_COLUMNS if c not in pairs.column_names]
+        if missing:
+            raise ValueError(f"a block of pairs needs the columns {list(PAIR_COLUMNS)}; missing {missing}")
+        manifest = self.manifest
+        block = manifest["blocks"]
+        rng = np.random.default_rng([self.seed, block])
+        local_ids = pc.unique(pairs["qid"]).to_pylist()
+        position = dict(zip(local_ids, manifest["question_ids"] + rng.permutation(len(local_ids))))
+        table = pa.table({
+            "qid": pc.binary_join_element_wise(f"b{block}/", pairs["qid"], ""),
+            "qid_pos": pa.array([position[q] for q in pairs["qid"].to_pylist()], pa.int64()),
+            **{column: pairs[column] for column in PAIR_COLUMNS[1:]},
+        }).take(rng.permutation(pairs.num_rows))
+        written = 0
+        for pool, flag in (("mono", True), ("cross", False)):
+            part = table.filter(pc.equal(table["is_mono"], flag))
+            if part.num_rows == 0:
+                continue
+            relative = f"{pool}/part-{block:05d}.parquet"
+            (self.root / pool).mkdir(parents=True, exist_ok=True)
+            # Uncompressed: the size on disk is the size of the data (templated text compresses ~4x).
+            pq.write_table(part, self.root / relative, compression="none", row_group_size=16_384)
+            written += (self.root / relative).stat().st_size
+            manifest["pools"][pool].append({
+                "path": relative, **pair_counts(part),
+                "qid_start": manifest["question_ids"], "qid_count": len(local_ids),
+            })
+        manifest["question_ids"] += len(local_ids)
+        manifest["blocks"] += 1
+        manifest["languages"] = sorted(set(manifest["languages"]) | set(pc.unique(pairs["q_lang"]).to_pylist()))
+        manifest["bytes"] += written
+        return written
+
+    def close(self) -> dict:
+        """Write ``manifest.json`` and return the manifest."""
+        (self.root / MANIFEST).write_text(json.dumps(self.manifest, indent=1))
+        return self.manifest
 
 
 def _block_seed(seed: int, block: int) -> int:
     return int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
-
-
-def write_block(root: Path, manifest: dict, people: int, languages: list[str], seed: int) -> int:
-    """Append the shards of one generated block; returns the bytes written."""
-    block = len(manifest["pools"]["mono"])
-    corpus = generate(n_people=people, languages=languages, seed=_block_seed(seed, block))
-    table = training_pairs(corpus).data.table
-    rng = np.random.default_rng([seed, block])
-    local_ids = corpus.question_ids
-    position = dict(zip(local_ids, manifest["question_ids"] + rng.permutation(len(local_ids))))
-    table = pa.table({
-        "qid": pc.binary_join_element_wise(f"b{block}/", table["qid"], ""),
-        "qid_pos": pa.array([position[q] for q in table["qid"].to_pylist()], pa.int64()),
-        "question": table["question"], "passage": table["passage"], "is_mono": table["is_mono"],
-    }).take(rng.permutation(table.num_rows))
-    written = 0
-    for pool, flag in (("mono", True), ("cross", False)):
-        part = table.filter(pc.equal(table["is_mono"], flag))
-        relative = f"{pool}/part-{block:05d}.parquet"
-        (root / pool).mkdir(parents=True, exist_ok=True)
-        # Uncompressed: the size on disk is the size of the data (templated text compresses ~4x).
-        pq.write_table(part, root / relative, compression="none", row_group_size=16_384)
-        written += (root / relative).stat().st_size
-        manifest["pools"][pool].append({
-            "path": relative, "rows": part.num_rows, "qid_start": manifest["question_ids"], "qid_count": len(local_ids),
-        })
-    manifest["question_ids"] += len(local_ids)
-    return written
 
 
 def write_shards(
@@ -95,17 +164,13 @@ def write_shards(
     """Write shards until ``gigabytes`` GB (1e9 bytes) or ``shards`` blocks; returns the manifest."""
     if (gigabytes is None) == (shards is None):
         raise ValueError("give exactly one of gigabytes and shards")
-    root = Path(out)
-    if (root / MANIFEST).exists():
-        raise FileExistsError(f"{root / MANIFEST} exists: write into an empty directory")
-    root.mkdir(parents=True, exist_ok=True)
-    manifest = {"question_ids": 0, "languages": list(languages), "seed": seed, "pools": {p: [] for p in POOLS}}
-    total = 0
-    while (total < gigabytes * 1e9) if shards is None else (len(manifest["pools"]["mono"]) < shards):
-        total += write_block(root, manifest, people_per_shard, list(languages), seed)
-    manifest["bytes"] = total
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return manifest
+    writer = ShardWriter(out, seed, people_per_shard=people_per_shard)
+    manifest = writer.manifest
+    while (manifest["bytes"] < gigabytes * 1e9) if shards is None else (manifest["blocks"] < shards):
+        block_seed = _block_seed(seed, manifest["blocks"])
+        corpus = generate(n_people=people_per_shard, languages=list(languages), seed=block_seed)
+        writer.append(training_pairs(corpus).data.table)
+    return writer.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     manifest = write_shards(args.out, args.gigabytes, args.shards, args.people_per_shard, args.languages, args.seed)
     rows = sum(s["rows"] for pool in manifest["pools"].values() for s in pool)
-    print(f"wrote {len(manifest['pools']['mono'])} blocks, {rows} pairs, {manifest['question_ids']} question ids, "
+    print(f"wrote {manifest['blocks']} blocks, {rows} pairs, {manifest['question_ids']} question ids, "
           f"{manifest['bytes'] / 1e9:.3f} GB to {args.out}")
 
 

@@ -12,8 +12,10 @@ from hybridsweep.data.parallel_qa import ParallelQA, split_question_ids, trainin
 from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import HybridBatchSampler, check_divisible, rank_slice
 
-VALIDATION_SAMPLING = {"strategy": "hybrid", "mix_ratio": 0.5}
-"""Validation batches are hybrid with P(monolingual) = 0.5 whatever the training strategy, drawn
+VALIDATION_SAMPLING = {"strategy": "hybrid", "mix_ratio": 0.5, "mono_batches": "per_language",
+                       "mono_language_weights": "uniform"}
+"""Validation batches are hybrid with P(monolingual) = 0.5 and one language per monolingual batch
+(the paper's training batches) whatever the training strategy, drawn
 once with seed 0, and of ``data.validation_batch_size`` pairs whatever the training batch size:
 every point of a sweep is validated on the same batches, so ``val/loss`` (a contrastive entropy
 at a fixed number of negatives) compares across strategies, batch sizes and data scales."""
@@ -37,7 +39,10 @@ class PairCollator:
 
 def sampler_options(sampling: Mapping) -> dict:
     """The batch sampler's keyword arguments from the ``sampling`` config node."""
-    return {"strategy": str(getattr(sampling["strategy"], "value", sampling["strategy"])), "mix_ratio": sampling["mix_ratio"]}
+    return {
+        "strategy": str(getattr(sampling["strategy"], "value", sampling["strategy"])), "mix_ratio": sampling["mix_ratio"],
+        "mono_batches": sampling["mono_batches"], "mono_language_weights": sampling["mono_language_weights"],
+    }
 
 
 class ValidationBatches:
@@ -48,7 +53,8 @@ class ValidationBatches:
         self.pairs = training_pairs(corpus.select_ids(set(question_ids)))
         self.collator = PairCollator(tokenizer)
         try:
-            sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=0, **VALIDATION_SAMPLING)
+            sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=0,
+                                         languages=self.pairs["q_lang"], **VALIDATION_SAMPLING)
         except ValueError as error:
             raise ValueError(f"data.validation_batch_size={batch_size} does not fit the {len(question_ids)} "
                              f"validation question ids: {error}") from None
@@ -87,7 +93,7 @@ class PairDataModule(L.LightningDataModule):
         self.collator = PairCollator(tokenizer)
         self.num_workers = num_workers
         self.sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=seed,
-                                          **sampler_options(sampling))
+                                          languages=self.pairs["q_lang"], **sampler_options(sampling))
         self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
                            if validation_ids else None)
 

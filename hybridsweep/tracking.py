@@ -109,8 +109,14 @@ def tracking_uri(configured: str) -> str:
 
 @lru_cache(maxsize=None)
 def client(uri: str) -> MlflowClient:
-    """The one client of a store (``uri`` as given; see :func:`tracking_uri`)."""
-    return MlflowClient(uri)
+    """The one client of a store (``uri`` as given; see :func:`tracking_uri`). A new SQLite
+    store's tables are created under the store's lock: two processes creating them at once (two
+    sweeps started together) corrupt its schema."""
+    store = MlflowClient(uri)
+    if _local_store_path(uri) is not None:
+        with _store_lock(uri):
+            store._tracking_client.store  # noqa: B018 (the property creates and migrates the store)
+    return store
 
 
 def experiment_id(store: MlflowClient, name: str) -> str:
@@ -471,7 +477,7 @@ def _store_lock(uri: str) -> Iterator[bool]:
         yield False
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".claims.lock"):
+    with FileLock(str(path) + ".hybridsweep.lock"):
         yield True
 
 

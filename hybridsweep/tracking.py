@@ -112,10 +112,9 @@ def client(uri: str) -> MlflowClient:
     """The one client of a store (``uri`` as given; see :func:`tracking_uri`). A new SQLite
     store's tables are created under the store's lock: two processes creating them at once (two
     sweeps started together) corrupt its schema."""
-    store = MlflowClient(uri)
-    if _local_store_path(uri) is not None:
-        with _store_lock(uri):
-            store._tracking_client.store  # noqa: B018 (the property creates and migrates the store)
+    with _store_lock(uri):
+        store = MlflowClient(uri)
+        store._tracking_client.store  # noqa: B018 (creates and migrates the store, where it is lazy)
     return store
 
 

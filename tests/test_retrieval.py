@@ -90,3 +90,17 @@ def test_recall_from_faiss_search_agrees_with_ranks():
         rel = {c for c, cand in enumerate(corpus.candidates) if question.id in cand.answer_ids}
         expected.append(len(rel & set(order.tolist())) / len(rel))
     assert metrics[f"recall_at_{k}/multilingual"] == pytest.approx(np.mean(expected))
+
+
+def test_every_search_engine_finds_the_exact_neighbours():
+    """faiss (the installed extra) against the exact torch search and a full sort in numpy."""
+    from hybridsweep.evaluation.search import available_engine, nearest
+
+    rng = np.random.default_rng(4)
+    pool = rng.normal(size=(300, 16)).astype(np.float32)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    reference = np.argsort(-(queries @ pool.T), axis=1, kind="stable")[:, :7]
+    assert available_engine() in ("faiss-cpu", "faiss-gpu", "torch")
+    for engine in {"torch", available_engine()}:
+        assert np.array_equal(nearest(queries, pool, 7, engine), reference), engine
+    assert nearest(queries, pool[:3], 7, "torch").shape == (40, 3)

@@ -11,11 +11,11 @@ averaged over the queries with at least one relevant passage (linear gain, trec_
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pandas as pd
 
 from hybridsweep.data.miracl import MIRACL_HUB_ROOT, load_miracl
+from hybridsweep.evaluation.search import nearest
 from hybridsweep.evaluation.suites import SuiteResult
 
 
@@ -65,9 +65,7 @@ class MiraclSuite:
             query_emb = embeddings["query"][query_start:query_start + len(qids)]
             passage_emb = embeddings["passage"][passage_start:passage_start + len(docids)]
             query_start, passage_start = query_start + len(qids), passage_start + len(docids)
-            index = faiss.IndexFlatIP(passage_emb.shape[1])
-            index.add(np.ascontiguousarray(passage_emb))
-            hits = index.search(np.ascontiguousarray(query_emb), min(100, len(docids)))[1]
+            hits = nearest(query_emb, passage_emb, 100)
             rankings = {q: [docids[i] for i in row] for q, row in zip(qids, hits)}
             table.loc[miracl.lang] = evaluate_rankings(rankings, miracl.qrels)
         metrics = {f"{m}/{lang}": float(table.loc[lang, m]) for lang in table.index for m in table.columns}

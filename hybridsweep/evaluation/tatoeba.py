@@ -4,27 +4,24 @@ For language X with aligned sentences (x_i, e_i), i = 1..n, and cosine similarit
 
     acc(X -> en) = 1/n * sum_i [ argmax_j s(x_i, e_j) = i ],   acc(en -> X) likewise from e_i.
 
-Exact search with faiss; both sides are encoded as queries (a symmetric task).
+Exact search (:mod:`hybridsweep.evaluation.search`); both sides are encoded as queries (a symmetric task).
 """
 
 from __future__ import annotations
 
 import os
 
-import faiss
 import numpy as np
 import pandas as pd
 
 from hybridsweep.data.tatoeba import Bitext, load_tatoeba
+from hybridsweep.evaluation.search import nearest
 from hybridsweep.evaluation.suites import SuiteResult
 
 
 def top1_accuracy(query_emb: np.ndarray, target_emb: np.ndarray) -> float:
     """Share of rows i whose nearest target (inner product) is target row i."""
-    index = faiss.IndexFlatIP(target_emb.shape[1])
-    index.add(target_emb)
-    nearest = index.search(query_emb, 1)[1][:, 0]
-    return float((nearest == np.arange(len(query_emb))).mean())
+    return float((nearest(query_emb, target_emb, 1)[:, 0] == np.arange(len(query_emb))).mean())
 
 
 class TatoebaSuite:

@@ -35,12 +35,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hybridsweep.sweep import ROLE_TAG, SWEEP_DIR_TAG, sweep_children
+
+if TYPE_CHECKING:  # playwright is imported where a browser starts, so that --help and errors need none
+    from playwright.sync_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -60,7 +64,7 @@ class Axis:
     name: str
 
     @classmethod
-    def parse(cls, text: str, default_kind: str) -> "Axis":
+    def parse(cls, text: str, default_kind: str) -> Axis:
         """``batch_size`` (of ``default_kind``), ``params.batch_size`` or ``metrics.map_full/multilingual``."""
         for prefix, kind in (("params.", "param"), ("metrics.", "metric")):
             if text.startswith(prefix):
@@ -156,7 +160,7 @@ def mlflow_ui(backend_store_uri: str, timeout_s: float = 180) -> Iterator[str]:
 
 
 @contextmanager
-def chromium_page(executable: str = CHROMIUM) -> Iterator["Page"]:  # noqa: F821 (playwright's Page)
+def chromium_page(executable: str = CHROMIUM) -> Iterator[Page]:
     """A page of headless Chromium with a fresh profile (removed afterwards)."""
     from playwright.sync_api import sync_playwright
 

@@ -43,9 +43,12 @@ UNSEEN_TEXTS = [
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    """No test here may reach the Hugging Face Hub."""
+    """No test here may reach the Hugging Face Hub: every hub request fails, in this process (the
+    flag is read at import, hence the constant) and in the export command's."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

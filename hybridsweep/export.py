@@ -1,8 +1,9 @@
 """The trained encoder as an artifact: a sentence-transformers folder, logged to MLflow as a model.
 
-**The folder.** :func:`save_sentence_transformer` writes the sentence-transformers layout that
-``SentenceTransformer(folder)`` loads (releases 2 to 6 read it): the backbone and tokenizer at the
-top (``save_pretrained``), then one sub-folder per module of the pipeline
+**The folder.** :func:`save_sentence_transformer` writes the classic sentence-transformers layout
+that ``SentenceTransformer(folder)`` loads (tested with release 6.2; its files use no key newer than
+release 3): the backbone and tokenizer at the top (``save_pretrained``), then one sub-folder per
+module of the pipeline
 
     Transformer -> Pooling (mean over non-padding tokens, or the first token)
                 -> Dense (only where the encoder has a head: ``activation(W h + b)``, LaBSE's)

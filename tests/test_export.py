@@ -26,7 +26,7 @@ from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.encoders.variants import prune_vocabulary, truncate_layers, used_token_ids
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.export import MODEL_TYPE, log_model, save_sentence_transformer
+from hybridsweep.export import MODEL_TYPE, log_model, logged_model_of_run, save_sentence_transformer
 from hybridsweep.export import main as export_main
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
@@ -137,7 +137,8 @@ def test_expanded_vocabulary_rows_are_the_rows_the_pruned_model_looks_up(corpus,
     encoder = tiny_encoder(corpus, tmp_path / "cache")
     full = encoder.backbone.get_input_embeddings().weight.detach().clone()
     unk = encoder.tokenizer.unk_token_id
-    keep = torch.tensor([0, 2, 3, 7, 11])  # plus the unknown token (id 1), kept by prune_vocabulary
+    assert unk == 1
+    keep = torch.tensor([0, 2, 3, 7, 11])  # plus the unknown token, which prune_vocabulary always keeps
     prune_vocabulary(encoder.backbone, keep, unk)
     saved = load_file(save_sentence_transformer(encoder, tmp_path / "model") / "model.safetensors")
     weight = saved["embeddings.word_embeddings.weight"]
@@ -190,6 +191,23 @@ def test_mlflow_round_trip_through_the_export_command(corpus, isolated_env, caps
     with pytest.raises(SystemExit) as occupied:
         export_main([run.info.run_id, "exported"])
     assert occupied.value.code == 1 and "exported exists and is not an empty folder" in capsys.readouterr().err
+
+
+def test_a_model_whose_files_could_not_be_stored_is_failed_and_not_exported(corpus, isolated_env, monkeypatch):
+    encoder = tiny_encoder(corpus, isolated_env / "cache")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.create_run(client.create_experiment("hybridsweep"), run_name="bs=32,seed=0")
+
+    def disk_full(model_id, local_dir, artifact_path=None):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(client, "log_model_artifacts", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        log_model(client, run.info.run_id, encoder)
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.status == LoggedModelStatus.FAILED
+    with pytest.raises(LookupError, match=rf"run {run.info.run_id} \(bs=32,seed=0\) has no logged"):
+        logged_model_of_run(client, run.info.run_id)
 
 
 @pytest.fixture(scope="module")

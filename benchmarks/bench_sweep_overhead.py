@@ -25,7 +25,6 @@ from pathlib import Path
 from unittest import mock
 
 import lightning as L
-
 from common import load_config, machine, parser
 
 import hybridsweep.train as pipeline  # noqa: E402

@@ -27,10 +27,10 @@ import time
 import warnings
 
 import torch
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
 from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.tracking import RunTracker

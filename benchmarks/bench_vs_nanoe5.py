@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
 from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 from hybridsweep.train import config_dir

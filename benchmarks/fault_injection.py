@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mlflow.tracking import MlflowClient
-
 from common import write_results
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [

@@ -22,7 +22,7 @@ import torch
 # One thread: on a shared machine extra threads only spin; the memory figures do not depend on it.
 torch.set_num_threads(1)
 
-from process_memory import peak_bytes, reset_peak, rss_bytes
+from process_memory import peak_bytes, reset_peak, rss_bytes  # noqa: E402 (after the thread setting)
 
 
 def one_step(batch_size: int, mini_batch_size: int | None) -> dict:

@@ -44,19 +44,16 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import mlflow
 import torch
 import transformers
-from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from mlflow.entities import LoggedModel
 from safetensors.torch import save_file
 from torch import nn
 
 from hybridsweep.encoders.variants import PrunedEmbedding
 from hybridsweep.model import TextEncoder
 from hybridsweep.schema import TrackingConfig
-from hybridsweep.tracking import tracking_uri
+from hybridsweep.tracking import RunTracker, download_model, logged_model, tracking_uri
 
 MODEL_TYPE = "sentence-transformers"
 """The ``model_type`` of every logged encoder (a filter for ``search_logged_models``)."""
@@ -161,50 +158,21 @@ def save_sentence_transformer(encoder: TextEncoder, directory: str | Path) -> Pa
     return directory
 
 
-def log_model(client: MlflowClient, run_id: str, encoder: TextEncoder, name: str = "encoder", step: int = 0) -> LoggedModel:
-    """Log ``encoder`` as a sentence-transformers folder to an MLflow logged model of run ``run_id``.
-
-    The model is created in the run's experiment with ``source_run_id=run_id`` and
-    ``model_type="sentence-transformers"``, its params describe the encoder (``encoder``,
-    ``pooling``, ``max_length``, ``normalize``, the two prefixes), it is recorded as an output of
-    the run at ``step``, and its status is ``READY`` once the files are stored (``FAILED`` if
-    storing them failed). Returns the finalised model (``model.model_uri`` = ``models:/<id>``).
-    """
-    experiment_id = client.get_run(run_id).info.experiment_id
+def log_model(tracker: RunTracker, encoder: TextEncoder, name: str = "encoder", step: int = 0) -> LoggedModel | None:
+    """Log ``encoder`` as a sentence-transformers folder to a logged model of the tracker's run
+    (see :meth:`hybridsweep.tracking.RunTracker.log_model`); its params describe the encoder
+    (``encoder``, ``pooling``, ``max_length``, ``normalize``, the two prefixes). Returns the
+    finalised model (``model.model_uri`` = ``models:/<id>``), or None where the tracker has no run."""
+    if not tracker.active:
+        return None
+    params = {
+        "encoder": encoder.name, "pooling": encoder.pooling, "max_length": str(encoder.max_length),
+        "normalize": str(encoder.normalize), "query_prefix": encoder.prefixes["query"],
+        "passage_prefix": encoder.prefixes["passage"],
+    }
     with tempfile.TemporaryDirectory(prefix="hybridsweep-model-") as folder:
         save_sentence_transformer(encoder, folder)
-        model = client.create_logged_model(
-            experiment_id, name=name, source_run_id=run_id, model_type=MODEL_TYPE,
-            params={
-                "encoder": encoder.name, "pooling": encoder.pooling, "max_length": str(encoder.max_length),
-                "normalize": str(encoder.normalize), "query_prefix": encoder.prefixes["query"],
-                "passage_prefix": encoder.prefixes["passage"],
-            },
-        )
-        try:
-            client.log_model_artifacts(model.model_id, folder)
-        except BaseException:
-            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-            raise
-    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
-    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-
-
-def logged_model_of_run(client: MlflowClient, run_id: str) -> LoggedModel:
-    """The newest READY sentence-transformers model logged from run ``run_id``; a ``LookupError``
-    naming the run when it has none."""
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        raise LookupError(f"no run {run_id!r} in the tracking store {client.tracking_uri}") from error
-    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
-    ready = [m for m in models if m.status == LoggedModelStatus.READY and m.model_type == MODEL_TYPE]
-    if not ready:
-        raise LookupError(
-            f"run {run_id} ({run.info.run_name}) has no logged {MODEL_TYPE} model: it was trained with "
-            f"tracking.log_model=false, or before models were logged, or it did not finish"
-        )
-    return max(ready, key=lambda m: m.creation_timestamp)
+        return tracker.log_model(folder, name, MODEL_TYPE, params, step)
 
 
 def export_run_model(run_id: str, directory: str | Path, uri: str | None = None) -> Path:
@@ -215,10 +183,9 @@ def export_run_model(run_id: str, directory: str | Path, uri: str | None = None)
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"{directory} exists and is not an empty folder: pick a new folder to export into")
-    model = logged_model_of_run(MlflowClient(uri), run_id)
+    model = logged_model(uri, run_id, MODEL_TYPE)
     directory.mkdir(parents=True, exist_ok=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=model.model_uri, dst_path=str(directory), tracking_uri=uri)
-    return directory
+    return download_model(uri, model, directory)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import inspect
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
@@ -79,7 +79,7 @@ class DataConfig:
     """Question ids held out of training for ``val/loss``: a fraction in [0, 1) or a count; 0: none."""
     validation_batch_size: int = 32
     num_workers: int = 0
-    shards: Optional[str] = None
+    shards: str | None = None
     """A shard directory (``python -m hybridsweep.data.shards``) that ``data=streaming`` streams the
     training pairs from; ``scale`` selects a prefix of the shards' question-id order."""
 
@@ -175,7 +175,7 @@ class ResumeConfig:
 class TrainConfig:
     batch_size: int = 128
     """Contrastive batch size: pairs per step over all devices, i.e. in-batch negatives plus one."""
-    mini_batch_size: Optional[int] = None
+    mini_batch_size: int | None = None
     """Rows the encoder takes at once under gradient caching; ``null`` encodes the batch whole."""
     seed: int = 0
     cache_dir: str = "~/.cache/hybridsweep"

@@ -52,7 +52,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -65,7 +65,7 @@ import pandas as pd  # noqa: E402
 from filelock import FileLock  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Param, Run, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
@@ -107,7 +107,7 @@ def tracking_uri(configured: str) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or configured
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(uri: str) -> MlflowClient:
     """The one client of a store (``uri`` as given; see :func:`tracking_uri`). A new SQLite
     store's tables are created under the store's lock: two processes creating them at once (two
@@ -302,7 +302,7 @@ class RunTracker:
             self._system = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=uri)
             self._system.start()
 
-    def __enter__(self) -> "RunTracker":
+    def __enter__(self) -> RunTracker:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
@@ -378,6 +378,25 @@ class RunTracker:
         if self.active:
             self.client.log_artifacts(self.run_id, str(directory), folder)
 
+    def log_model(self, folder: str | Path, name: str, model_type: str, params: Mapping[str, str],
+                  step: int = 0) -> LoggedModel | None:
+        """The files of ``folder`` as an MLflow logged model of this run: created in the run's
+        experiment with ``source_run_id`` this run (``mlflow.search_logged_models`` finds it),
+        listed among the run's outputs at ``step``, READY once its files are stored (FAILED if
+        storing them failed)."""
+        if not self.active:
+            return None
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        model = self.client.create_logged_model(experiment, name=name, source_run_id=self.run_id,
+                                                model_type=model_type, params=dict(params))
+        try:
+            self.client.log_model_artifacts(model.model_id, str(folder))
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+        return self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
     def copy_metrics(self, source_run: Run, prefix: str, step: int = 0) -> None:
         """The latest value of each metric of ``source_run``, logged here under ``prefix``."""
         self.log_metrics(source_run.data.metrics, step=step, prefix=prefix)
@@ -405,7 +424,7 @@ class ClaimSettings:
     claim_settle_s: float = 2.0
 
     @classmethod
-    def from_config(cls, resume: DictConfig) -> "ClaimSettings":
+    def from_config(cls, resume: DictConfig) -> ClaimSettings:
         return cls(bool(resume.enabled), float(resume.heartbeat_s), float(resume.claim_expiry_s),
                    float(resume.claim_settle_s))
 
@@ -686,6 +705,30 @@ def read_frame(run_id: str, path: str, dtypes: Mapping[str, object] | None = Non
         return None
     with tempfile.TemporaryDirectory() as tmp:
         return pd.read_csv(store.download_artifacts(run_id, path, tmp), dtype=dict(dtypes or {}))
+
+
+def logged_model(uri: str, run_id: str, model_type: str) -> LoggedModel:
+    """The newest READY logged model of ``model_type`` from run ``run_id``; a ``LookupError``
+    naming the run when it has none."""
+    store = client(uri)
+    try:
+        run = store.get_run(run_id)
+    except MlflowException as error:
+        raise LookupError(f"no run {run_id!r} in the tracking store {uri}") from error
+    models = store.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    ready = [m for m in models if m.status == LoggedModelStatus.READY and m.model_type == model_type]
+    if not ready:
+        raise LookupError(
+            f"run {run_id} ({run.info.run_name}) has no logged {model_type} model: it was trained with "
+            f"tracking.log_model=false, or before models were logged, or it did not finish"
+        )
+    return max(ready, key=lambda m: m.creation_timestamp)
+
+
+def download_model(uri: str, model: LoggedModel, directory: str | Path) -> Path:
+    """The files of a logged model, downloaded into ``directory``."""
+    mlflow.artifacts.download_artifacts(artifact_uri=model.model_uri, dst_path=str(directory), tracking_uri=uri)
+    return Path(directory)
 
 
 def log_report(experiment: str, name: str, files: Iterable[Path], tags: Mapping[str, str], sweep: str | None = None) -> str:

@@ -26,6 +26,7 @@ from hybridsweep import tracking
 from hybridsweep.callbacks import ComputeAccounting
 from hybridsweep.evaluate import build_encoder, build_evaluator, describe, zero_shot
 from hybridsweep.evaluation.evaluator import log_results
+from hybridsweep.export import log_model
 from hybridsweep.point import MAIN_METRIC, point_context, run_point, write_result
 from hybridsweep.schema import config_dir, register_configs, validate
 
@@ -98,6 +99,8 @@ def train(cfg: DictConfig) -> float:
         results = evaluator.run(trainer, module, trained=True)
         log_results(tracker, evaluator.suites, results, step=trainer.global_step)
         eval_seconds += time.perf_counter() - eval_started
+        if cfg.tracking.log_model:
+            log_model(tracker, module.encoder, step=trainer.global_step)  # the weights just evaluated
         accounting = next((c for c in callbacks if isinstance(c, ComputeAccounting)), None)
         if accounting is not None:
             tracker.log_metrics(accounting.metrics(trainer), step=trainer.global_step, prefix="compute/")

@@ -41,7 +41,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hybridsweep.sweep import ROLE_TAG, SWEEP_DIR_TAG, sweep_children
+from hybridsweep.tracking import ROLE_TAG, SWEEP_DIR_TAG, sweep_children
 
 if TYPE_CHECKING:  # playwright is imported where a browser starts, so that --help and errors need none
     from playwright.sync_api import Page
@@ -103,7 +103,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     if not parents:
         wanted = f"--sweep {sweep!r} (a parent's run id, run name or sweep directory)" if sweep else "any"
         raise SystemExit(f"experiment {experiment!r} has no sweep matching {wanted}: no such run tagged {ROLE_TAG}=parent")
-    children = sweep_children(client, found.experiment_id, parents[0].info.run_id)
+    children = sweep_children(client.tracking_uri, parents[0].info.run_id)
     if not children:
         raise SystemExit(f"sweep {parents[0].info.run_name!r} ({parents[0].info.run_id}) has no point runs yet")
     return found.experiment_id, parents[0], children

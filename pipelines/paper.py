@@ -20,7 +20,7 @@ import argparse
 import os
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import mlflow
@@ -30,16 +30,21 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hybridsweep.reports.runs import per_question_ap, runs_by_identity as point_runs
-from hybridsweep.tracking import log_report
+from hybridsweep.reports.runs import per_question_ap
+from hybridsweep.reports.runs import runs_by_identity as point_runs
 from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
 from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
 from hybridsweep.reports.tables import (
-    SETTINGS, bias_columns, build_table, language_column, metric_column, multilingual_languages, setting_column,
+    SETTINGS,
+    bias_columns,
+    build_table,
+    language_column,
+    metric_column,
+    multilingual_languages,
+    setting_column,
     write_table,
 )
-from hybridsweep.tracking import config_hash
-from hybridsweep.tracking import tracking_uri
+from hybridsweep.tracking import config_hash, log_report, tracking_uri
 from hybridsweep.train import config_dir
 
 PROFILES = Path(config_dir()) / "paper"
@@ -84,7 +89,7 @@ def expected_points(overrides: list[str]) -> set[frozenset[str]]:
     return {frozenset(point) for point in points}
 
 
-@lru_cache(maxsize=None)
+@cache
 def grid_hashes(overrides: tuple[str, ...]) -> dict[str, frozenset[str]]:
     """Config hash -> point for every point of the grid, each composed as ``train`` composes it,
     so a point is recognised by what it computes, whichever sweep or command trained it. Cached:

@@ -26,8 +26,9 @@ from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.encoders.variants import prune_vocabulary, truncate_layers, used_token_ids
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.export import MODEL_TYPE, log_model, logged_model_of_run, save_sentence_transformer
+from hybridsweep.export import MODEL_TYPE, log_model, save_sentence_transformer
 from hybridsweep.export import main as export_main
+from hybridsweep.tracking import RunTracker, logged_model
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
 
@@ -165,7 +166,7 @@ def test_mlflow_round_trip_through_the_export_command(corpus, isolated_env, caps
     experiment = client.create_experiment("hybridsweep")
     run = client.create_run(experiment, run_name="bs=32,seed=0")
     bare = client.create_run(experiment, run_name="bs=64,seed=0")
-    logged = log_model(client, run.info.run_id, encoder)
+    logged = log_model(RunTracker(uri, run.info.run_id), encoder)
     client.set_terminated(run.info.run_id)
 
     found = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
@@ -195,19 +196,21 @@ def test_mlflow_round_trip_through_the_export_command(corpus, isolated_env, caps
 
 def test_a_model_whose_files_could_not_be_stored_is_failed_and_not_exported(corpus, isolated_env, monkeypatch):
     encoder = tiny_encoder(corpus, isolated_env / "cache")
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run = client.create_run(client.create_experiment("hybridsweep"), run_name="bs=32,seed=0")
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    tracker = RunTracker(uri, MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("hybridsweep"),
+                                                           run_name="bs=32,seed=0").info.run_id)
+    client = tracker.client
 
     def disk_full(model_id, local_dir, artifact_path=None):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(client, "log_model_artifacts", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        log_model(client, run.info.run_id, encoder)
-    [model] = client.search_logged_models([run.info.experiment_id])
+        log_model(tracker, encoder)
+    [model] = client.search_logged_models([client.get_run(tracker.run_id).info.experiment_id])
     assert model.status == LoggedModelStatus.FAILED
-    with pytest.raises(LookupError, match=rf"run {run.info.run_id} \(bs=32,seed=0\) has no logged"):
-        logged_model_of_run(client, run.info.run_id)
+    with pytest.raises(LookupError, match=rf"run {tracker.run_id} \(bs=32,seed=0\) has no logged"):
+        logged_model(uri, tracker.run_id, MODEL_TYPE)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from test_retrieval import LANGS, _corpus, _naive_ap, _unit
 
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
-from test_retrieval import LANGS, _corpus, _naive_ap, _unit
 
 
 def test_every_questions_ap_matches_a_naive_ranking_in_every_setting():

@@ -11,15 +11,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
 from hybridsweep.train import config_dir
-from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
 
 N_BOOT = 200
 LANGS = ("en", "de")

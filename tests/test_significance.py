@@ -4,7 +4,7 @@ plain-loop bootstrap written out here, and hand-computed Holm adjustments and p-
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,12 @@ from scipy.stats import binom
 
 from hybridsweep.reports import significance
 from hybridsweep.reports.significance import (
-    bootstrap_p_value, holm, mark_significant, paired_difference, paired_tests, write_tests,
+    bootstrap_p_value,
+    holm,
+    mark_significant,
+    paired_difference,
+    paired_tests,
+    write_tests,
 )
 from hybridsweep.reports.stats import RunSample
 from hybridsweep.reports.tables import bias_columns, build_table, row_label, setting_column, table_rows, write_table
@@ -27,7 +32,7 @@ shift); difficulties in [0.25, 0.65] and shifts up to 0.15 keep every AP inside 
 planted shift is the exact population difference."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def entries(n_questions: int, languages=LANGS) -> pd.DataFrame:
     """The rows of an evaluation's per-question APs without the APs: every (question, query
     language, pool language) pair and every question in the multilingual pool (built once per
@@ -95,7 +100,8 @@ def simulate_pairs(rng, shift: float, n_questions: int = 60, n_seeds: int = 2, c
 
     def sample(run_shift: float) -> RunSample:
         ap = difficulty + run_shift + rng.uniform(-NOISE, NOISE, len(difficulty))
-        return RunSample(float(ap.reshape(len(cells), n_questions).mean(axis=1).mean()), pd.DataFrame({"qid": qids, "cell": cell, "ap": ap}))
+        value = float(ap.reshape(len(cells), n_questions).mean(axis=1).mean())
+        return RunSample(value, pd.DataFrame({"qid": qids, "cell": cell, "ap": ap}))
 
     return [(sample(shift), sample(0.0)) for _ in range(n_seeds)]
 

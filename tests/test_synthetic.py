@@ -43,7 +43,10 @@ def test_seeded_and_any_size():
 def test_held_out_split_shares_no_fact_and_no_person():
     train, held_out = generate(n_people=300), generate(n_people=300, split="eval")
     ensure_disjoint(train, held_out)
-    people = lambda split: {spell_name(4 * k + (split == "eval"), "en") for k in range(300)}
+
+    def people(split):
+        return {spell_name(4 * k + (split == "eval"), "en") for k in range(300)}
+
     assert not people("train") & people("eval")
     train_text = " ".join(q.text for q in train.questions)
     assert all(name not in train_text for name in people("eval"))

@@ -56,7 +56,7 @@ class ParallelQA:
         """Every question and candidate text (e.g. to train a tokenizer on)."""
         return [q.text for q in self.questions] + [c.text for c in self.candidates]
 
-    def select_ids(self, keep: set[str]) -> "ParallelQA":
+    def select_ids(self, keep: set[str]) -> ParallelQA:
         """The sub-corpus of the questions in ``keep``; candidates are kept only as answers of them."""
         questions = [q for q in self.questions if q.id in keep]
         candidates = [

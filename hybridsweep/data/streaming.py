@@ -45,9 +45,25 @@ from hybridsweep.data.parallel_qa import ParallelQA, scale_count, split_question
 from hybridsweep.data.shards import POOLS, pair_counts, read_manifest
 from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import (
-    CROSS, LANGUAGE_WEIGHTS, MONO, MONO_BATCHES, HybridBatches, LanguageWeights, MonoBatches, PoolBatches,
-    Strategy, check_choice, check_divisible, describe_stream, drawn_streams, language_weights, mono_stream,
-    resolve_mix_ratio, step_streams, stream_parts, used_pools,
+    CROSS,
+    LANGUAGE_WEIGHTS,
+    MONO,
+    MONO_BATCHES,
+    HybridBatches,
+    LanguageWeights,
+    MonoBatches,
+    PoolBatches,
+    Strategy,
+    check_choice,
+    check_divisible,
+    describe_stream,
+    drawn_streams,
+    language_weights,
+    mono_stream,
+    resolve_mix_ratio,
+    step_streams,
+    stream_parts,
+    used_pools,
 )
 
 READ_CHUNK = 1024

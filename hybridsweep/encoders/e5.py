@@ -68,18 +68,18 @@ def bert_state_dict(f: E5File) -> dict[str, torch.Tensor]:
         "embeddings.LayerNorm.weight": ("emb.ln.w", (H,)),
         "embeddings.LayerNorm.bias": ("emb.ln.b", (H,)),
     }
-    for l in range(f.num_layers):
-        prefix = f"encoder.layer.{l}."
+    for layer in range(f.num_layers):
+        prefix = f"encoder.layer.{layer}."
         for module, short, shape in (
             ("attention.self.query", "q", (H, H)), ("attention.self.key", "k", (H, H)),
             ("attention.self.value", "v", (H, H)), ("attention.output.dense", "ao", (H, H)),
             ("intermediate.dense", "fi", (FF, H)), ("output.dense", "fo", (H, FF)),
         ):
-            names[f"{prefix}{module}.weight"] = (f"l{l}.{short}.w", shape)
-            names[f"{prefix}{module}.bias"] = (f"l{l}.{short}.b", (shape[0],))
+            names[f"{prefix}{module}.weight"] = (f"l{layer}.{short}.w", shape)
+            names[f"{prefix}{module}.bias"] = (f"l{layer}.{short}.b", (shape[0],))
         for module, short in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
-            names[f"{prefix}{module}.weight"] = (f"l{l}.{short}.w", (H,))
-            names[f"{prefix}{module}.bias"] = (f"l{l}.{short}.b", (H,))
+            names[f"{prefix}{module}.weight"] = (f"l{layer}.{short}.w", (H,))
+            names[f"{prefix}{module}.bias"] = (f"l{layer}.{short}.b", (H,))
     return {key: torch.from_numpy(f.tensor(name, shape)) for key, (name, shape) in names.items()}
 
 

@@ -11,9 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 
 from hybridsweep.reports.stats import N_BOOT, bootstrap_estimate, fit_power_law  # noqa: E402
 from hybridsweep.reports.tables import SETTINGS, Column, QuestionLoader  # noqa: E402

@@ -57,7 +57,13 @@ import pandas as pd
 
 from hybridsweep.reports.stats import RunSample, draw_counts, question_matrix, weighted_value
 from hybridsweep.reports.tables import (
-    BASELINE_MARKS, LOWER, Column, QuestionLoader, Row, latex_escape, table_rows,
+    BASELINE_MARKS,
+    LOWER,
+    Column,
+    QuestionLoader,
+    Row,
+    latex_escape,
+    table_rows,
 )
 
 N_BOOT_TESTS = 10_000

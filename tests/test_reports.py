@@ -35,10 +35,9 @@ LABELS = {"mono": "mono-only", "cross": "cross-only", "hybrid": "hybrid α=auto"
 
 
 def _load_paper_module():
-    spec = importlib.util.spec_from_file_location("paper", REPO_ROOT / "pipelines" / "paper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import hybridsweep.paper
+
+    return hybridsweep.paper
 
 
 def per_question_frame(strategy: str, seed: int) -> pd.DataFrame:
@@ -141,10 +140,14 @@ def _profile(tmp_path) -> str:
     path.write_text(f"""
 experiment: paper-test
 n_boot: {N_BOOT}
-common: trainer.max_epochs=1
+common: [trainer.max_epochs=1]
 sweeps:
-  strategies: sampling=mono,cross,hybrid seed=0,1
-  scale: sampling=mono,hybrid data.scale={",".join(SCALES)}
+  strategies:
+    - sampling=mono,cross,hybrid
+    - seed=0,1
+  scale:
+    - sampling=mono,hybrid
+    - data.scale={",".join(SCALES)}
 bias_metrics:
   bias/rank_distance: lower
   bias/not_logged: lower
@@ -342,7 +345,7 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     paper = _load_paper_module()
     profile = paper.load_profile(_profile(isolated_env))
     overrides = paper.sweep_overrides(profile, "strategies")
-    points = paper.expected_points(overrides)
+    points = {frozenset(point) for point in paper.expand(overrides)}
     assert len(points) == 6
     assert frozenset({"sampling=hybrid", "seed=1", "trainer.max_epochs=1", "tracking.experiment=paper-test"}) in points
 
@@ -355,12 +358,12 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     last = frozenset({"sampling=mono", "seed=0", "trainer.max_epochs=1", "tracking.experiment=paper-test"})
     for point in points - {last}:
         log_run(client, experiment_id, "multirun/paper/test/strategies", {}, {}, overrides=" ".join(sorted(point)))
-    paper.ensure_sweep("test", profile, "strategies")
+    paper.ensure_sweep("test", profile, "strategies", accept_stale=False)
     assert len(launched) == 1 and "hydra.sweep.dir=multirun/paper/test/strategies" in launched[0]
 
     # The same point trained by another sweep, written without the default seed=0.
     log_run(client, experiment_id, "multirun/paper/test/other", {}, {}, overrides=" ".join(sorted(last - {"seed=0"})))
-    paper.ensure_sweep("test", profile, "strategies")
+    paper.ensure_sweep("test", profile, "strategies", accept_stale=False)
     assert len(launched) == 1, "every point finished: the sweep command must not run again"
 
 

@@ -58,8 +58,9 @@ def test_resumed_tracker_drops_steps_the_run_already_holds(tmp_path):
     # Steps 2 and 3 are replays of what the killed process logged; 4 and 5 are new.
     reopened.log_metrics({"loss": 9.0}, step=2, prefix="train/")
     reopened.log_metrics({"loss": 9.0}, step=3, prefix="train/")
-    reopened.lightning_logger().log_metrics({"train/loss": 0.2, "epoch": 1.0}, step=4)
-    reopened.lightning_logger().finalize()
+    logger = reopened.lightning_logger()
+    logger.log_metrics({"train/loss": 0.2, "epoch": 1.0}, step=4)
+    logger.finalize()
     reopened.log_metrics({"loss": 0.1}, step=5, prefix="train/")
     assert _history(reopened.client, first.run_id, "train/loss") == [
         (0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.25), (4, 0.2), (5, 0.1)

@@ -1,0 +1,279 @@
+"""The paper's tables and scaling curves for one profile, rebuilt from MLflow.
+
+    python -m hybridsweep.paper table-xquad table-bias --profile tiny     (or hybridsweep-paper ...)
+    python -m hybridsweep.paper paper --profile cpu           # every target of the profile
+    python -m hybridsweep.paper scaling-data --build-only     # no training, only the outputs
+
+For each target, first its sweeps (``conf/paper/<profile>.yaml``: ``sweep`` and any
+``with_sweeps``): when any of a sweep's points has no finished run in MLflow, the sweep's
+``python -m hybridsweep.train -m ...`` command runs (sweeps resume, so that trains only the missing
+points); when all are there, nothing trains. A point is known by its identity (the config hash
+of :mod:`hybridsweep.tracking`), so a point that two sweeps share is trained once and serves both,
+and the untrained initializer of the points is the zero-shot run their ``init/`` metrics came
+from: the zero-shot rows of the tables. Runs of an older results version are listed as stale
+and not used, unless ``--accept-stale``.
+Then the outputs are built from MLflow alone into ``reports/<profile>/<output>.{md,csv,tex[,png]}``
+and logged to a report run ``report:<output>`` of the profile's experiment and to the parent run
+of the target's sweep (artifacts ``report/<output>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hybridsweep import RESULTS_VERSION
+
+from hybridsweep.reports.runs import per_question_ap
+from hybridsweep.reports.runs import runs_by_identity as point_runs
+from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
+from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
+from hybridsweep.reports.tables import (
+    SETTINGS,
+    bias_columns,
+    build_table,
+    language_column,
+    metric_column,
+    multilingual_languages,
+    setting_column,
+    write_table,
+)
+from hybridsweep.schema import config_dir, register_configs
+from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log_report, tracking_uri, zero_shot_hash
+
+register_configs()
+PROFILES = Path(config_dir()) / "paper"
+KINDS = ("settings", "bias", "scaling")
+
+
+def load_profile(name: str) -> DictConfig:
+    """``conf/paper/<name>.yaml`` (or a path to a ``.yaml``), checked for the keys targets need."""
+    path = Path(name) if name.endswith(".yaml") else PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+        raise SystemExit(f"no profile {name!r}: {path} does not exist (known: {known})")
+    profile = OmegaConf.load(path)
+    for key in ("experiment", "sweeps", "targets"):
+        if key not in profile:
+            raise SystemExit(f"{path}: missing key {key!r}")
+    for sweep, overrides in profile.sweeps.items():
+        if not isinstance(overrides, ListConfig):
+            raise SystemExit(f"{path}: sweeps.{sweep} must be a list of overrides, e.g. [sampling=mono,cross, seed=0,1]")
+    if not isinstance(profile.get("common", []), ListConfig):
+        raise SystemExit(f"{path}: common must be a list of overrides")
+    for target, spec in profile.targets.items():
+        if spec.get("kind") not in KINDS:
+            raise SystemExit(f"{path}: targets.{target}.kind must be one of {KINDS}, got {spec.get('kind')!r}")
+        for sweep in target_sweeps(spec):
+            if sweep not in profile.sweeps:
+                raise SystemExit(f"{path}: targets.{target} names sweep {sweep!r}, not under sweeps: {list(profile.sweeps)}")
+    return profile
+
+
+def target_sweeps(spec: DictConfig) -> list[str]:
+    """The sweeps a target is built from: ``sweep`` first, then ``with_sweeps``."""
+    return [spec.get("sweep"), *spec.get("with_sweeps", [])]
+
+
+def sweep_dir(profile_name: str, sweep: str) -> str:
+    """Hydra's sweep dir of a profile's sweep, which train.py records as the runs' ``sweep`` tag."""
+    return f"multirun/paper/{profile_name}/{sweep}"
+
+
+def sweep_overrides(profile: DictConfig, sweep: str) -> list[str]:
+    """The sweep's command-line overrides: the profile's common ones, its own, the experiment."""
+    return [*profile.get("common", []), *profile.sweeps[sweep], f"tracking.experiment={profile.experiment}"]
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Every point of a grid sweep as its list of overrides: the cartesian product of the swept
+    values (Hydra's override grammar: ``a=1,2``, ``range(...)``, ``choice(...)``), fixed ones kept."""
+    options = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            prefix = override.input_line[:len(override.input_line) - len(override.input_line.lstrip("+~"))]
+            options.append([f"{prefix}{override.get_key_element()}={v}" for v in override.sweep_string_iterator()])
+        else:
+            options.append([override.input_line])
+    return [list(point) for point in itertools.product(*options)]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A sweep's points by identity: current, of older results versions, and their initializers."""
+
+    points: dict[str, tuple[str, ...]]
+    """config hash -> the point's overrides."""
+    older: dict[str, str]
+    """config hash under an older results version -> the point's current hash."""
+    zero_shot: frozenset[str]
+    """zero-shot identities of the points that evaluate their initializer."""
+
+
+@cache
+def grid(overrides: tuple[str, ...]) -> Grid:
+    """The identities of every point of the grid, each composed as ``train`` composes it, so a
+    point is recognised by what it computes, whichever sweep or command trained it. Cached: a
+    sweep's grid is needed to train it and again by each target built from it."""
+    points, older, zero_shot = {}, {}, set()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for point in expand(list(overrides)):
+            cfg = compose("train", overrides=point)
+            digest = config_hash(cfg)
+            points[digest] = tuple(point)
+            older |= {config_hash(cfg, version): digest for version in range(1, RESULTS_VERSION)}
+            if cfg.eval.before_training:
+                zero_shot.add(zero_shot_hash(cfg))
+    return Grid(points, older, frozenset(zero_shot))
+
+
+def grid_runs(profile: DictConfig, sweep: str, accept_stale: bool, sweep_tag: str | None = None) -> pd.DataFrame:
+    """The finished runs of a sweep's points (stale ones too with ``accept_stale``), one per point."""
+    points = grid(tuple(sweep_overrides(profile, sweep)))
+    runs = point_runs(profile.experiment, points.points, sweep_tag, roles=("point",))
+    if accept_stale:
+        have = set(runs.get(f"tags.{HASH_TAG}", []))
+        stale = point_runs(profile.experiment, points.older, sweep_tag, roles=("point",))
+        stale = stale[~stale[f"tags.{HASH_TAG}"].map(points.older).isin(have)] if not stale.empty else stale
+        runs = pd.concat([runs, stale], ignore_index=True)
+    return runs
+
+
+def report_stale(profile: DictConfig, sweep: str) -> int:
+    """List the points whose only finished runs are of an older results version; their count."""
+    points = grid(tuple(sweep_overrides(profile, sweep)))
+    current = set(point_runs(profile.experiment, points.points, roles=("point",)).get(f"tags.{HASH_TAG}", []))
+    stale = point_runs(profile.experiment, points.older, roles=("point",))
+    stale = stale[~stale[f"tags.{HASH_TAG}"].map(points.older).isin(current)] if not stale.empty else stale
+    for _, run in stale.iterrows():
+        print(f"[paper] sweep {sweep}: stale run {run['run_id']} ({run.get('tags.mlflow.runName')}) of results version "
+              f"{run.get(f'tags.{RESULTS_VERSION_TAG}')} (now {RESULTS_VERSION}): not used without --accept-stale",
+              file=sys.stderr)
+    return len(stale)
+
+
+def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str, accept_stale: bool) -> None:
+    """Run the sweep's command unless every one of its points already has a finished run."""
+    overrides = sweep_overrides(profile, sweep)
+    points = grid(tuple(overrides)).points
+    stale = report_stale(profile, sweep)
+    finished = grid_runs(profile, sweep, accept_stale)
+    missing = len(points) - len(finished)
+    if not missing:
+        print(f"[paper] sweep {sweep}: all {len(points)} points are in MLflow; nothing to train", flush=True)
+        return
+    print(f"[paper] sweep {sweep}: {missing} of {len(points)} points missing"
+          f"{f' ({stale} with only stale runs)' if stale and not accept_stale else ''}; running the sweep", flush=True)
+    command = [sys.executable, "-m", "hybridsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir(profile_name, sweep)}"]
+    # One intra-op thread unless the caller chose otherwise: small models crawl with spinning threads.
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    if subprocess.run(command, env=env).returncode != 0:
+        raise SystemExit(f"sweep {sweep} of profile {profile_name} failed (its error is above): {' '.join(command)}")
+
+
+def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stale: bool) -> pd.DataFrame:
+    """The runs a target is built from: the points of its sweeps and, for tables, the zero-shot
+    runs of their initializers (one per initializer and evaluation)."""
+    spec = profile.targets[target]
+    parts = [grid_runs(profile, sweep, accept_stale, sweep_dir(profile_name, sweep)) for sweep in target_sweeps(spec)]
+    runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id") if parts else pd.DataFrame()
+    expected = sum(len(grid(tuple(sweep_overrides(profile, sweep))).points) for sweep in target_sweeps(spec))
+    if runs.empty:
+        raise SystemExit(f"no finished run matches the grid of target {target} of profile {profile_name}; train it first")
+    if len(runs) < expected:
+        print(f"[paper] warning: {target} is built from {len(runs)} of its {expected} grid points", file=sys.stderr)
+    if spec.kind != "scaling":
+        initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
+        zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
+        runs = pd.concat([runs, zero_shot], ignore_index=True)
+    return runs
+
+
+def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str]:
+    found = {m: d for m, d in wanted.items() if f"metrics.{m}" in runs and runs[f"metrics.{m}"].notna().any()}
+    for metric in set(wanted) - set(found):
+        print(f"[paper] warning: no run logs metric {metric!r}; it is left out", file=sys.stderr)
+    return found
+
+
+def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept_stale: bool = False) -> list[Path]:
+    """Build one target's outputs from MLflow and log them to a report run."""
+    spec = profile.targets[target]
+    source = sweep_dir(profile_name, spec.sweep)
+    # Only the profile's grid: runs of an earlier, different grid stay out; shared points come in.
+    runs = target_runs(profile_name, profile, target, accept_stale)
+    n_boot = int(profile.get("n_boot", 1000))
+    bias = dict(profile.get("bias_metrics", {}))
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / spec.output
+    if spec.kind == "settings":
+        columns = [setting_column(s) for s in SETTINGS]
+        comparisons = paired_tests(runs, columns, per_question_ap, n_boot=max(n_boot, N_BOOT_TESTS))
+        table = mark_significant(build_table(runs, columns, per_question_ap, n_boot=n_boot), comparisons)
+        tests = out / f"{spec.output}_tests"
+        paths = write_table(table, stem, spec.caption, [significance_note(comparisons, tests.name)])
+        paths += write_tests(comparisons, tests, f"{spec.caption}: hybrid rows against mono-only and cross-only, paired tests")
+        languages = [language_column(lang) for lang in multilingual_languages(runs, per_question_ap)]
+        if languages:
+            per_language = build_table(runs, languages, per_question_ap, n_boot=n_boot)
+            paths += write_table(per_language, out / f"{spec.output}_languages", f"{spec.caption}: multilingual setting by query language")
+    elif spec.kind == "bias":
+        if not bias:
+            raise SystemExit(f"profile {profile_name}: bias_metrics is empty; table-bias needs at least one")
+        try:
+            columns = bias_columns(bias)
+        except ValueError as error:
+            raise SystemExit(f"profile {profile_name}: {error}") from None
+        present_metrics(runs, dict.fromkeys(c.name for c in columns))
+        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
+    else:
+        lines = list(spec.lines)
+        columns = [setting_column(s) for s in SETTINGS]
+        columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
+        points = scaling_points(runs, spec.x, lines, columns, per_question_ap, n_boot=n_boot)
+        fits = fit_lines(points, lines)
+        figure = plot_scaling(points, fits, lines, spec.x_label, float(profile.get("extrapolate", 4.0)))
+        paths = write_scaling(points, fits, figure, stem, spec.caption)
+    run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source}, source)
+    print(f"[paper] {target}: wrote {', '.join(p.name for p in paths)} (report run {run_id})", flush=True)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="+", help="targets of the profile, or `paper` for all")
+    parser.add_argument("--profile", default="tiny", help="conf/paper/<profile>.yaml")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="reports/<profile>/ is written")
+    parser.add_argument("--build-only", action="store_true", help="never train; build from what MLflow has")
+    parser.add_argument("--accept-stale", action="store_true",
+                        help="count and use runs of an older results version where a point has no current one")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    profile_name = Path(args.profile).stem
+    targets = list(profile.targets) if "paper" in args.targets else args.targets
+    unknown = [t for t in targets if t not in profile.targets]
+    if unknown:
+        raise SystemExit(f"unknown targets {unknown}; profile {args.profile!r} has {list(profile.targets)}")
+    mlflow.set_tracking_uri(tracking_uri(OmegaConf.load(Path(config_dir()) / "tracking" / "mlflow.yaml").tracking_uri))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
+    if not args.build_only:
+        for sweep in dict.fromkeys(s for t in targets for s in target_sweeps(profile.targets[t])):
+            ensure_sweep(profile_name, profile, sweep, args.accept_stale)
+    for target in targets:
+        build(profile_name, profile, target, args.out / profile_name, args.accept_stale)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep.reports.runs import log_report, per_question_ap, point_runs
-from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
+from hybridsweep.reports.fits import FitSettings
+from hybridsweep.reports.scaling import (
+    COMPUTE_AXES, LOSS_COLUMN, fit_lines, plot_scaling, scaling_points, write_scaling,
+)
 from hybridsweep.reports.tables import (
     SETTINGS, build_table, language_column, metric_column, multilingual_languages, setting_column, write_table,
 )
@@ -114,6 +117,53 @@ def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str
     return found
 
 
+def build_scaling(
+    profile_name: str, profile: DictConfig, target: str, runs: pd.DataFrame, stem: Path, n_boot: int, bias: dict,
+) -> list[Path]:
+    """A ``kind: scaling`` target: the law over ``x`` (and ``x2``: the joint law) per line of
+    ``lines``, fitted as ``fit`` says (the target's, else the profile's: ``loss: l2|huber``,
+    ``huber_delta``, ``level``); ``with_sweeps`` adds the grid points of other sweeps (a joint
+    law over a batch-size sweep and a data-scale sweep); ``compute_x`` (optimizer_steps or
+    pairs_seen) adds panels against compute. Columns: mAP per setting, the bias metrics and
+    ``val/loss_best``, each where the runs log it."""
+    spec = profile.targets[target]
+    where = f"profile {profile_name}: targets.{target}"
+    for sweep in spec.get("with_sweeps", []):
+        if sweep not in profile.sweeps:
+            raise SystemExit(f"{where}.with_sweeps: {sweep!r} is not under sweeps: {list(profile.sweeps)}")
+        extra = point_runs(profile.experiment, grid_hashes(tuple(sweep_overrides(profile, sweep))), sweep_dir(profile_name, sweep))
+        if extra.empty:
+            print(f"[paper] warning: {target}: sweep {sweep} has no finished run yet; its points are left out", file=sys.stderr)
+            continue
+        runs = pd.concat([runs, extra[~extra["run_id"].isin(runs["run_id"])]], ignore_index=True)
+    compute_x = spec.get("compute_x")
+    if compute_x is not None and compute_x not in COMPUTE_AXES:
+        raise SystemExit(f"{where}.compute_x={compute_x!r}: expected one of {list(COMPUTE_AXES)}")
+    fit = spec.get("fit", profile.get("fit"))
+    if fit is not None and not isinstance(fit, DictConfig):
+        raise SystemExit(f"{where}.fit={fit!r}: expected a mapping such as {{loss: huber, huber_delta: 2}}")
+    try:
+        settings = FitSettings.from_config(OmegaConf.to_container(fit) if fit is not None else {}, f"{where}.fit")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    axes = [spec.x, *([spec.x2] if spec.get("x2") else [])]
+    labels = [spec.x_label, *([spec.get("x2_label", spec.x2)] if spec.get("x2") else [])]
+    columns = [setting_column(s) for s in SETTINGS]
+    columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
+    notes = []
+    if present_metrics(runs, {LOSS_COLUMN: "lower"}):
+        columns.append(metric_column(LOSS_COLUMN, higher_is_better=False))
+        notes.append(f"{LOSS_COLUMN}: the lowest validation InfoNCE of a run (a contrastive entropy at a fixed number "
+                     "of negatives; lower is better); a per-run value, so its intervals cover seeds only, or come from "
+                     "the residual bootstrap where a point has one run.")
+    else:
+        notes.append(f"{LOSS_COLUMN}: not logged by these runs; the continuous target is left out.")
+    points = scaling_points(runs, axes, list(spec.lines), columns, per_question_ap, n_boot=n_boot)
+    line_fits = fit_lines(points, settings, n_boot=n_boot)
+    figure = plot_scaling(points, line_fits, labels, compute_x, float(profile.get("extrapolate", 4.0)))
+    return write_scaling(points, line_fits, figure, stem, spec.caption, settings, notes)
+
+
 def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> list[Path]:
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
@@ -145,13 +195,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path) -> lis
         present_metrics(runs, metrics)
         paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
     else:
-        lines = list(spec.lines)
-        columns = [setting_column(s) for s in SETTINGS]
-        columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
-        points = scaling_points(runs, spec.x, lines, columns, per_question_ap, n_boot=n_boot)
-        fits = fit_lines(points, lines)
-        figure = plot_scaling(points, fits, lines, spec.x_label, float(profile.get("extrapolate", 4.0)))
-        paths = write_scaling(points, fits, figure, stem, spec.caption)
+        paths = build_scaling(profile_name, profile, target, runs, stem, n_boot, bias)
     run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source}, source)
     print(f"[paper] {target}: wrote {', '.join(p.name for p in paths)} (report run {run_id})", flush=True)
     return paths

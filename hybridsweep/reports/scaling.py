@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hybridsweep.reports.fits import (  # noqa: E402
-    FITTED, Extrapolation, FitSettings, LawFit, check_extrapolation, fit_law, parameter_names,
+    CHECKED, DEFAULT_FIT, Extrapolation, FitSettings, LawFit, check_extrapolation, fit_law, parameter_names,
 )
 from hybridsweep.reports.stats import N_BOOT, bootstrap_replicates  # noqa: E402
 from hybridsweep.reports.tables import SETTINGS, Column, QuestionLoader  # noqa: E402
@@ -178,7 +178,7 @@ def _mask(table: pd.DataFrame, line_keys: Sequence[str], line: tuple, column: st
     return mask
 
 
-def fit_lines(points: ScalingPoints, settings: FitSettings = FitSettings(), n_boot: int = N_BOOT, seed: int = 0) -> list[LineFit]:
+def fit_lines(points: ScalingPoints, settings: FitSettings = DEFAULT_FIT, n_boot: int = N_BOOT, seed: int = 0) -> list[LineFit]:
     """The law of every (line, column) fitted with bootstrap refits, and per axis the check of
     an extrapolation to its largest level (``fits.check_extrapolation``)."""
     table = points.table
@@ -227,20 +227,20 @@ def extrapolation_table(line_fits: Sequence[LineFit], line_keys: Sequence[str], 
     for item in line_fits:
         labels = {**dict(zip(line_keys, item.line)), "column": item.column}
         for check in item.extrapolations:
-            if check.status != FITTED:
+            if check.status != CHECKED:
                 records.append({**labels, "held_out": check.axis, "status": check.status})
                 continue
             for levels, measured, predicted, low, high, inside in zip(
                 check.held_out, check.measured, check.predicted, check.forecast_low, check.forecast_high, check.inside
             ):
                 records.append({
-                    **labels, "held_out": check.axis, "status": FITTED, **dict(zip(axes, levels)),
+                    **labels, "held_out": check.axis, "status": CHECKED, **dict(zip(axes, levels)),
                     "measured": measured, "predicted": predicted, "forecast_low": low, "forecast_high": high,
                     "error": measured - predicted, "relative_error": (measured - predicted) / abs(measured)
                     if measured else np.nan, "inside": bool(inside),
                 })
-    columns = [*line_keys, "column", "held_out", "status", *axes, "measured", "predicted", "forecast_low",
-               "forecast_high", "error", "relative_error", "inside"]
+    columns = [*line_keys, "column", "held_out", *axes, "measured", "predicted", "forecast_low",
+               "forecast_high", "error", "relative_error", "inside", "status"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -300,7 +300,7 @@ def _draw_law(panel, item: LineFit, xs: np.ndarray, along: int, fixed: dict, fro
         beyond = np.geomspace(xs.max(), xs.max() * extrapolate, 50)
         panel.plot(beyond, item.fit.predict(_design(beyond, along, fixed, n_axes)), "--", color=colour)
     for check in item.extrapolations:
-        if check.status != FITTED:
+        if check.status != CHECKED:
             continue
         for levels, predicted, low, high in zip(check.held_out, check.predicted, check.forecast_low, check.forecast_high):
             if all(levels[j] == v for j, v in fixed.items()):
@@ -343,7 +343,7 @@ def plot_scaling(
             if data.empty:
                 continue
             item = fits.get((line, column))
-            held = {tuple(levels) for check in (item.extrapolations if item else ()) if check.status == FITTED
+            held = {tuple(levels) for check in (item.extrapolations if item else ()) if check.status == CHECKED
                     for levels in check.held_out}
             levels = sorted(dict.fromkeys(data[[axes[j] for j in others]].itertuples(index=False, name=None)))
             for g, level in enumerate(levels):
@@ -400,18 +400,26 @@ def shown_fits(fits: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     return shown
 
 
-def shown_extrapolations(table: pd.DataFrame) -> pd.DataFrame:
-    """The extrapolation table with the forecast as ``predicted [low, high]``."""
-    shown = table.copy()
-    shown["forecast"] = [_with_interval(*v) for v in zip(table["predicted"], table["forecast_low"], table["forecast_high"])]
-    shown["inside"] = [("yes" if v else "NO") if s == FITTED else "–" for v, s in zip(table["inside"], table["status"])]
-    shown["relative_error"] = [f"{v:+.1%}" if np.isfinite(v) else "–" for v in table["relative_error"].astype(float)]
-    return shown.drop(columns=["predicted", "forecast_low", "forecast_high", "error"])
+def shown_extrapolations(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    """The extrapolation table with the forecast as ``predicted [low, high]``, empty cells where
+    no check was made."""
+    checked = (table["status"] == CHECKED).to_numpy()
+    shown = table.drop(columns=["predicted", "forecast_low", "forecast_high", "error", "relative_error", "inside", "status"])
+    for key in (*axes, "measured"):
+        shown[key] = [f"{v:.4g}" if ok else "" for v, ok in zip(table[key].astype(float), checked)]
+    shown["forecast"] = [_with_interval(*v) if ok else "" for v, ok in
+                         zip(zip(table["predicted"], table["forecast_low"], table["forecast_high"]), checked)]
+    shown["relative error"] = [f"{v:+.1%}" if ok else "" for v, ok in zip(table["relative_error"].astype(float), checked)]
+    shown["inside"] = [("yes" if v else "NO") if ok else "" for v, ok in zip(table["inside"], checked)]
+    shown["status"] = table["status"]
+    return shown
 
 
 def _latex(frame: pd.DataFrame, caption: str) -> str:
     def escape(value):
-        return value.replace("_", r"\_").replace("%", r"\%") if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        return value.replace("_", r"\_").replace("%", r"\%").replace("<", "$<$").replace(">", "$>$")
 
     return frame.rename(columns=escape).map(escape).to_latex(index=False, escape=False, caption=escape(caption), float_format="%.4g")
 
@@ -425,11 +433,11 @@ def write_scaling(
     with intervals and the method), ``<stem>.png`` (the figure)."""
     paths = [stem.with_suffix(s) for s in (".csv", ".md", ".tex", ".png")]
     fits_path, checks_path = (stem.with_name(f"{stem.name}_{part}.csv") for part in ("fits", "extrapolation"))
-    points.table.to_csv(paths[0], index=False, float_format="%.6g")
+    points.table.to_csv(paths[0], index=False, float_format="%.8g")
     fits = fit_table(line_fits, points.line_keys)
     checks = extrapolation_table(line_fits, points.line_keys, points.axes)
-    fits.to_csv(fits_path, index=False, float_format="%.6g")
-    checks.to_csv(checks_path, index=False, float_format="%.6g")
+    fits.to_csv(fits_path, index=False, float_format="%.8g")
+    checks.to_csv(checks_path, index=False, float_format="%.8g")
     level = f"{settings.level:.0%}"
     method = [
         f"Law: {law_text(points.axes)}, fitted per line and column to the points' means by {settings.describe()}.",
@@ -446,14 +454,14 @@ def write_scaling(
         *points.notes, *notes,
     ]
     fit_body = shown_fits(fits, points.axes).to_markdown(index=False) if not fits.empty else "(no line to fit)"
-    check_body = shown_extrapolations(checks).to_markdown(index=False) if not checks.empty else "(no check)"
+    check_body = shown_extrapolations(checks, points.axes).to_markdown(index=False) if not checks.empty else "(no check)"
     paths[1].write_text(
         f"{caption}\n\n## Fitted law\n\n{fit_body}\n\n## Extrapolation to the largest level\n\n{check_body}\n\n"
         + "\n".join(f"- {line}" for line in method) + "\n"
     )
     latex = _latex(shown_fits(fits, points.axes), f"{caption}: fitted law ({settings.describe()}, {level} bootstrap intervals)")
     if not checks.empty:
-        latex += "\n" + _latex(shown_extrapolations(checks), f"{caption}: extrapolation to the largest level")
+        latex += "\n" + _latex(shown_extrapolations(checks, points.axes), f"{caption}: extrapolation to the largest level")
     paths[2].write_text(latex)
     figure.savefig(paths[3], dpi=130)
     plt.close(figure)

@@ -148,6 +148,11 @@ def scaling_points(
     table = pd.DataFrame.from_records(
         records, columns=[*line_keys, *axes, "column", "mean", "low", "high", "n_runs", *COMPUTE_AXES]
     )
+    single = int((table["n_runs"] < 2).sum())
+    if single:
+        notes.append(f"{single} of {len(table)} points rest on one run: their intervals, and the fits' through them, "
+                     "cover the evaluation questions but not the variation between training seeds (sweep seed=0,1,2 "
+                     "for that), so a held-out point falls outside its forecast interval more often than the level says.")
     return ScalingPoints(
         table, np.array(replicates).reshape(len(records), n_boot), axes, line_keys,
         {c.name: c.higher_is_better for c in columns}, tuple(notes),

@@ -47,13 +47,16 @@ and ``compute/pairs_seen`` (else optimizer steps x ``batch_size``)."""
 LOSS_COLUMN = "val/loss_best"
 HEADLINE_COLUMNS = ("multilingual", LOSS_COLUMN)
 """The columns also drawn against compute."""
+NO_LAW = "no law to check"
+"""Extrapolation status of a line whose law was not fitted (its fit row says why)."""
 
 
 @dataclass(frozen=True)
 class ScalingPoints:
     """``table``: one row per (line keys, axis levels, column) with ``mean``, ``low``, ``high``,
     ``n_runs`` and the compute columns; ``replicates[i]``: the bootstrap replicates of row ``i``.
-    ``higher_is_better`` maps each column to its direction; ``notes`` say where compute came from."""
+    ``higher_is_better`` maps each column to its direction; ``notes`` are caveats for the report
+    (where compute came from, points that rest on one run)."""
 
     table: pd.DataFrame
     replicates: np.ndarray
@@ -202,7 +205,7 @@ def fit_lines(points: ScalingPoints, settings: FitSettings = DEFAULT_FIT, n_boot
                     check_extrapolation(x, y, draws, points.axes, axis, settings, n_boot, seed) for axis in points.axes
                 )
             else:
-                checks = tuple(Extrapolation(axis, "no law to check") for axis in points.axes)
+                checks = tuple(Extrapolation(axis, NO_LAW) for axis in points.axes)
             results.append(LineFit(line, column, fit, checks))
     return results
 
@@ -216,7 +219,7 @@ def fit_table(line_fits: Sequence[LineFit], line_keys: Sequence[str]) -> pd.Data
         low, high = fit.interval() if fit.fitted else (fit.estimate, fit.estimate)
         record = {
             **dict(zip(line_keys, item.line)), "column": item.column, "status": fit.status,
-            "n_points": fit.n_points, "loss": fit.settings.loss, "resampling": fit.resampling,
+            "n_points": fit.n_points, "loss": fit.settings.loss, "resampling": fit.resampling if len(fit.refits) else "",
             "refits": len(fit.refits),
         }
         for name, value, lo, hi in zip(fit.names, fit.estimate, low, high):
@@ -407,7 +410,8 @@ def shown_fits(fits: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
 
 def shown_extrapolations(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     """The extrapolation table with the forecast as ``predicted [low, high]``, empty cells where
-    no check was made."""
+    no check was made, and without the lines that have no law (the fit table says why)."""
+    table = table[table["status"] != NO_LAW].reset_index(drop=True)
     checked = (table["status"] == CHECKED).to_numpy()
     shown = table.drop(columns=["predicted", "forecast_low", "forecast_high", "error", "relative_error", "inside", "status"])
     for key in (*axes, "measured"):
@@ -459,14 +463,15 @@ def write_scaling(
         *points.notes, *notes,
     ]
     fit_body = shown_fits(fits, points.axes).to_markdown(index=False) if not fits.empty else "(no line to fit)"
-    check_body = shown_extrapolations(checks, points.axes).to_markdown(index=False) if not checks.empty else "(no check)"
+    shown_checks = shown_extrapolations(checks, points.axes)
+    check_body = shown_checks.to_markdown(index=False) if not shown_checks.empty else "(no line has a law to check)"
     paths[1].write_text(
         f"{caption}\n\n## Fitted law\n\n{fit_body}\n\n## Extrapolation to the largest level\n\n{check_body}\n\n"
         + "\n".join(f"- {line}" for line in method) + "\n"
     )
     latex = _latex(shown_fits(fits, points.axes), f"{caption}: fitted law ({settings.describe()}, {level} bootstrap intervals)")
-    if not checks.empty:
-        latex += "\n" + _latex(shown_extrapolations(checks, points.axes), f"{caption}: extrapolation to the largest level")
+    if not shown_checks.empty:
+        latex += "\n" + _latex(shown_checks, f"{caption}: extrapolation to the largest level")
     paths[2].write_text(latex)
     figure.savefig(paths[3], dpi=130)
     plt.close(figure)

@@ -35,10 +35,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hybridsweep import RESULTS_VERSION
-
+from hybridsweep.reports.fits import FitSettings
 from hybridsweep.reports.runs import per_question_ap
 from hybridsweep.reports.runs import runs_by_identity as point_runs
-from hybridsweep.reports.scaling import fit_lines, plot_scaling, scaling_points, write_scaling
+from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, plot_scaling, scaling_points, write_scaling
 from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
 from hybridsweep.reports.tables import (
     SETTINGS,
@@ -71,7 +71,7 @@ def load_profile(name: str) -> DictConfig:
     for sweep, overrides in profile.sweeps.items():
         if not isinstance(overrides, ListConfig):
             raise SystemExit(f"{path}: sweeps.{sweep} must be a list of overrides, e.g. [sampling=mono,cross, seed=0,1]")
-    if not isinstance(profile.get("common", []), ListConfig):
+    if profile.get("common") is not None and not isinstance(profile.common, ListConfig):
         raise SystemExit(f"{path}: common must be a list of overrides")
     for target, spec in profile.targets.items():
         if spec.get("kind") not in KINDS:
@@ -208,6 +208,45 @@ def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str
     return found
 
 
+def build_scaling(
+    profile_name: str, profile: DictConfig, target: str, runs: pd.DataFrame, stem: Path, n_boot: int, bias: dict,
+) -> list[Path]:
+    """A ``kind: scaling`` target: the law over ``x`` (and ``x2``: the joint law) per line of
+    ``lines``, fitted as ``fit`` says (the target's, else the profile's: ``loss: l2|huber``,
+    ``huber_delta``, ``level``); ``runs`` hold the points of every sweep of the target (a joint
+    law over a batch-size sweep and a data-scale sweep); ``compute_x`` (optimizer_steps or
+    pairs_seen) adds panels against compute. Columns: mAP per setting, the bias metrics and
+    ``val/loss_best``, each where the runs log it."""
+    spec = profile.targets[target]
+    where = f"profile {profile_name}: targets.{target}"
+    compute_x = spec.get("compute_x")
+    if compute_x is not None and compute_x not in COMPUTE_AXES:
+        raise SystemExit(f"{where}.compute_x={compute_x!r}: expected one of {list(COMPUTE_AXES)}")
+    fit = spec.get("fit", profile.get("fit"))
+    if fit is not None and not isinstance(fit, DictConfig):
+        raise SystemExit(f"{where}.fit={fit!r}: expected a mapping such as {{loss: huber, huber_delta: 2}}")
+    try:
+        settings = FitSettings.from_config(OmegaConf.to_container(fit) if fit is not None else {}, f"{where}.fit")
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    axes = [spec.x, *([spec.x2] if spec.get("x2") else [])]
+    labels = [spec.x_label, *([spec.get("x2_label", spec.x2)] if spec.get("x2") else [])]
+    columns = [setting_column(s) for s in SETTINGS]
+    columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
+    notes = []
+    if present_metrics(runs, {LOSS_COLUMN: "lower"}):
+        columns.append(metric_column(LOSS_COLUMN, higher_is_better=False))
+        notes.append(f"{LOSS_COLUMN}: the lowest validation InfoNCE of a run (a contrastive entropy at a fixed number "
+                     "of negatives; lower is better); a per-run value, so its intervals cover seeds only, or come from "
+                     "the residual bootstrap where a point has one run.")
+    else:
+        notes.append(f"{LOSS_COLUMN}: not logged by these runs; the continuous target is left out.")
+    points = scaling_points(runs, axes, list(spec.lines), columns, per_question_ap, n_boot=n_boot)
+    line_fits = fit_lines(points, settings, n_boot=n_boot)
+    figure = plot_scaling(points, line_fits, labels, compute_x, float(profile.get("extrapolate", 4.0)))
+    return write_scaling(points, line_fits, figure, stem, spec.caption, settings, notes)
+
+
 def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept_stale: bool = False) -> list[Path]:
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
@@ -239,13 +278,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
         present_metrics(runs, dict.fromkeys(c.name for c in columns))
         paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
     else:
-        lines = list(spec.lines)
-        columns = [setting_column(s) for s in SETTINGS]
-        columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
-        points = scaling_points(runs, spec.x, lines, columns, per_question_ap, n_boot=n_boot)
-        fits = fit_lines(points, lines)
-        figure = plot_scaling(points, fits, lines, spec.x_label, float(profile.get("extrapolate", 4.0)))
-        paths = write_scaling(points, fits, figure, stem, spec.caption)
+        paths = build_scaling(profile_name, profile, target, runs, stem, n_boot, bias)
     run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source}, source)
     print(f"[paper] {target}: wrote {', '.join(p.name for p in paths)} (report run {run_id})", flush=True)
     return paths

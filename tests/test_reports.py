@@ -3,7 +3,6 @@ numbers are known; intervals are checked against a bootstrap written out here wi
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import subprocess
 
@@ -14,9 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
-from hybridsweep.reports.stats import Estimate, fit_power_law, power_law, separated_best
+from hybridsweep.reports.stats import Estimate, separated_best
 from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
 from hybridsweep.train import config_dir
 
@@ -28,6 +26,13 @@ STRATEGIES = ("mono", "cross", "hybrid")
 MULTI_SHIFT = {"mono": 0.0, "cross": 0.02, "hybrid": 0.5}
 COMMON = "trainer.max_epochs=1 tracking.experiment=paper-test"
 SCALES = ("0.1", "0.2", "0.4", "0.8", "1.0")
+QUESTION_IDS = (20, 40, 80, 160, 200)  # what each scale's runs log as data.question_ids
+BATCHES = (8, 16, 32, 64)
+# Joint law per strategy: mAP = E - A (N/20)^-alpha - B (S/8)^-beta; val/loss_best falls with the
+# same form (negative amplitudes).
+MAP_LAW = {"mono": (0.6, 0.3, 0.7, 0.1, 0.9), "hybrid": (0.8, 0.4, 0.5, 0.15, 0.6)}
+LOSS_LAW = {"mono": (2.0, -3.0, 0.5, -0.5, 1.0), "hybrid": (1.8, -2.5, 0.6, -0.4, 0.8)}
+EPOCHS = 2
 BIAS = {"mono": (9.0, 10.0), "cross": (5.0, 6.0), "hybrid": (1.0, 1.5)}  # by seed 0, 1
 POOL = len(QIDS) * len(LANGS)  # candidates in the multilingual pool
 # Row labels the tables must print (the sweep's hybrid runs keep the default mix ratio, auto).
@@ -135,7 +140,7 @@ def strategy_store(isolated_env):
     return frames
 
 
-def _profile(tmp_path) -> str:
+def _profile(tmp_path, extra: str = "") -> str:
     path = tmp_path / "test.yaml"
     path.write_text(f"""
 experiment: paper-test
@@ -147,7 +152,11 @@ sweeps:
     - seed=0,1
   scale:
     - sampling=mono,hybrid
+    - batch_size=8,32
     - data.scale={",".join(SCALES)}
+  batch:
+    - sampling=mono,hybrid
+    - batch_size={",".join(map(str, BATCHES))}
 bias_metrics:
   bias/rank_distance: lower
   bias/not_logged: lower
@@ -160,9 +169,22 @@ targets:
     output: scaling_data
     x: data.question_ids
     x_label: "N"
-    lines: [sampling.strategy]
+    lines: [batch_size, sampling.strategy]
+    compute_x: optimizer_steps
     caption: "data scaling"
-""")
+  scaling-joint:
+    kind: scaling
+    sweep: scale
+    with_sweeps: [batch]
+    output: scaling_joint
+    x: data.question_ids
+    x_label: "N"
+    x2: batch_size
+    x2_label: "batch size"
+    lines: [sampling.strategy]
+    compute_x: pairs_seen
+    caption: "joint scaling"
+{extra}""")
     return str(path)
 
 
@@ -291,42 +313,175 @@ def test_bias_table_over_seeds_with_lower_is_better(strategy_store, isolated_env
     assert all(line.strip("|").split("|")[3].strip() == str(POOL) for line in lines)
 
 
-def test_scaling_curve_fits_recover_the_power_law(isolated_env):
-    truth = {"mono": (0.8, 2.0, 0.5), "hybrid": (0.9, 3.0, 0.7)}
+def joint_law(n: float, s: float, e: float, a: float, alpha: float, b: float, beta: float) -> float:
+    return e - a * (n / QUESTION_IDS[0]) ** -alpha - b * (s / BATCHES[0]) ** -beta
+
+
+def steps_per_epoch(n: int, batch: int) -> int:
+    return 4 * n // batch
+
+
+def logged_steps(strategy: str, n: int, batch: int) -> int | None:
+    """Hybrid runs log compute/steps (one short of the derivation, as if stopped early); mono
+    runs do not, so theirs is derived from the params."""
+    return steps_per_epoch(n, batch) * EPOCHS - 1 if strategy == "hybrid" else None
+
+
+def per_question_multilingual(value: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Eight questions at value ± 0.01 in a per-run order (mean exactly ``value``): the
+    multilingual points get a question bootstrap; the other settings have no per-question rows."""
+    offsets = rng.permutation(np.tile([0.01, -0.01], len(QIDS) // 2))
+    return pd.DataFrame({"qid": QIDS, "q_lang": "en", "setting": "multilingual", "c_lang": "all", "ap": value + offsets})
+
+
+@pytest.fixture(scope="module")
+def scaling_store_dir(tmp_path_factory):
+    """Runs of the data-scale sweep (batch 8, 32 x five scales) and of the batch sweep's points
+    it does not share (batch 16, 64 at full scale), for mono and hybrid, on the joint law. Logged
+    once for the module (composing each run's config hash is slow); tests enter it with
+    ``scaling_store``."""
+    root = tmp_path_factory.mktemp("scaling")
+    with pytest.MonkeyPatch.context() as patch:
+        _enter_store(patch, root)
+        _log_scaling_runs(root)
+    return root
+
+
+def _enter_store(patch: pytest.MonkeyPatch, root) -> None:
+    patch.chdir(root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    patch.setenv("HYBRIDSWEEP_CACHE", str(root / "cache"))
+
+
+@pytest.fixture
+def scaling_store(scaling_store_dir, tmp_path, monkeypatch):
+    """The module's scaling store as the working MLflow store; reports go to ``tmp_path``."""
+    _enter_store(monkeypatch, scaling_store_dir)
+    return tmp_path
+
+
+def _log_scaling_runs(root) -> None:
     client = MlflowClient()
     experiment_id = client.create_experiment("paper-test")
-    sizes = [100, 200, 400, 800, 1600]
-    for strategy, (a, b, c) in truth.items():
-        for n, scale in zip(sizes, SCALES):
-            value = float(power_law(n, a, b, c))
+    rng = np.random.default_rng(0)
+    points = [("scale", n, scale, batch) for n, scale in zip(QUESTION_IDS, SCALES) for batch in (8, 32)]
+    points += [("batch", QUESTION_IDS[-1], None, batch) for batch in (16, 64)]
+    for strategy in MAP_LAW:
+        for sweep, n, scale, batch in points:
+            value = joint_law(n, batch, *MAP_LAW[strategy])
             metrics = {f"map_full/{s}": value for s in ("monolingual", "crosslingual", "multilingual")}
-            log_run(client, experiment_id, "multirun/paper/test/scale",
-                    {"sampling.strategy": strategy, "data.question_ids": str(n), "seed": "0"}, metrics,
-                    overrides=f"sampling={strategy} data.scale={scale} {COMMON}")
+            metrics["val/loss_best"] = joint_law(n, batch, *LOSS_LAW[strategy])
+            if logged_steps(strategy, n, batch) is not None:
+                metrics["compute/steps"] = logged_steps(strategy, n, batch)
+            params = {"sampling.strategy": strategy, "data.question_ids": str(n), "batch_size": str(batch), "seed": "0",
+                      "sampling.steps_per_epoch": str(steps_per_epoch(n, batch)), "trainer.max_epochs": str(EPOCHS)}
+            overrides = f"sampling={strategy} batch_size={batch}" + (f" data.scale={scale}" if scale else "") + f" {COMMON}"
+            log_run(client, experiment_id, f"multirun/paper/test/{sweep}", params, metrics,
+                    per_question_multilingual(value, rng), root, overrides)
+
+
+def test_data_scaling_recovers_each_lines_law_and_checks_the_largest_size(scaling_store):
     paper = _load_paper_module()
-    paths = paper.build("test", paper.load_profile(_profile(isolated_env)), "scaling-data", isolated_env / "reports")
-    assert {p.suffix for p in paths} == {".csv", ".md", ".tex", ".png"}
-    assert (isolated_env / "reports" / "scaling_data.png").stat().st_size > 10_000
+    paths = paper.build("test", paper.load_profile(_profile(scaling_store)), "scaling-data", scaling_store / "reports")
+    reports = scaling_store / "reports"
+    assert {p.name for p in paths} == {f"scaling_data{s}" for s in (".csv", ".md", ".tex", ".png", "_fits.csv", "_extrapolation.csv")}
+    assert (reports / "scaling_data.png").stat().st_size > 10_000
 
+    points = pd.read_csv(reports / "scaling_data.csv")
+    assert len(points) == 2 * 2 * len(SCALES) * 4  # strategies x batch sizes x scales x (3 settings + loss)
+    for _, row in points.iterrows():
+        n, batch, strategy = int(row["data.question_ids"]), int(row["batch_size"]), row["sampling.strategy"]
+        law = LOSS_LAW if row["column"] == "val/loss_best" else MAP_LAW
+        assert row["mean"] == pytest.approx(joint_law(n, batch, *law[strategy]), abs=1e-6)
+        steps = logged_steps(strategy, n, batch) or steps_per_epoch(n, batch) * EPOCHS
+        assert (row["optimizer_steps"], row["pairs_seen"]) == (steps, steps * batch)
+
+    # Along the data axis at a fixed batch size the joint law is y = E' - A (N/20)^-alpha with
+    # E' = E - B (S/8)^-beta.
+    fits = pd.read_csv(reports / "scaling_data_fits.csv")
+    for strategy, batch, column in itertools.product(MAP_LAW, (8, 32), ("monolingual", "multilingual", "val/loss_best")):
+        e, a, alpha, b, beta = (LOSS_LAW if column == "val/loss_best" else MAP_LAW)[strategy]
+        fit = fits[(fits["sampling.strategy"] == strategy) & (fits["batch_size"] == batch) & (fits["column"] == column)].iloc[0]
+        assert fit["status"] == "fitted" and fit["n_points"] == len(SCALES)
+        assert fit["resampling"] == ("points" if column == "multilingual" else "residuals")
+        expected = {"E": e - b * (batch / 8) ** -beta, "A[data.question_ids]": a, "alpha[data.question_ids]": alpha}
+        for name, value in expected.items():
+            assert fit[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+            assert fit[f"{name}_low"] - 1e-6 <= value <= fit[f"{name}_high"] + 1e-6
+
+    checks = pd.read_csv(reports / "scaling_data_extrapolation.csv")
+    assert len(checks) == 2 * 2 * 4 and (checks["status"] == "checked").all()
+    assert (checks["data.question_ids"] == QUESTION_IDS[-1]).all() and (checks["held_out"] == "data.question_ids").all()
+    assert checks["error"].abs().max() < 1e-4
+    assert checks[checks["column"] == "multilingual"]["inside"].all()
+
+    markdown = (reports / "scaling_data.md").read_text()
+    assert "## Fitted law" in markdown and "## Extrapolation to the largest level" in markdown
+    assert "by least squares" in markdown
+    assert "compute/steps is not logged by every run" in markdown  # the mono runs' steps are derived
+
+
+def test_joint_law_over_the_batch_and_data_sweeps(scaling_store):
+    paper = _load_paper_module()
+    paper.build("test", paper.load_profile(_profile(scaling_store)), "scaling-joint", scaling_store / "reports")
+    reports = scaling_store / "reports"
+    points = pd.read_csv(reports / "scaling_joint.csv")
+    # Five scales x batch 8, 32 plus batch 16, 64 at full scale: the batch sweep's batch 8 and 32
+    # points are the data sweep's full-scale ones, counted once.
+    per_strategy = points[(points["column"] == "multilingual")].groupby("sampling.strategy").size()
+    assert per_strategy.to_dict() == {"hybrid": 12, "mono": 12}
+
+    fits = pd.read_csv(reports / "scaling_joint_fits.csv")
+    names = ["E", "A[data.question_ids]", "alpha[data.question_ids]", "A[batch_size]", "alpha[batch_size]"]
+    for strategy, column in itertools.product(MAP_LAW, ("monolingual", "multilingual", "val/loss_best")):
+        truth = (LOSS_LAW if column == "val/loss_best" else MAP_LAW)[strategy]
+        fit = fits[(fits["sampling.strategy"] == strategy) & (fits["column"] == column)].iloc[0]
+        assert fit["status"] == "fitted" and fit["n_points"] == 12
+        for name, value in zip(names, truth):
+            assert fit[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
+            assert fit[f"{name}_low"] - 1e-6 <= value <= fit[f"{name}_high"] + 1e-6
+
+    checks = pd.read_csv(reports / "scaling_joint_extrapolation.csv")
+    batch_checks = checks[checks["held_out"] == "batch_size"]
+    assert (batch_checks["status"] == "checked").all() and (batch_checks["batch_size"] == 64).all()
+    assert batch_checks["error"].abs().max() < 1e-4
+    # Without the full scale only batch 8 and 32 would remain: the data-axis check says why not.
+    data_checks = checks[checks["held_out"] == "data.question_ids"]
+    assert set(data_checks["status"]) == {"cannot hold out the largest data.question_ids: too few levels of batch_size (2 < 3) without it"}
+    assert "A[batch_size] (batch_size / min batch_size)^-alpha[batch_size]" in (reports / "scaling_joint.md").read_text()
+
+
+def test_huber_choice_is_stated_and_a_bad_fit_setting_is_named(scaling_store):
+    paper = _load_paper_module()
+    profile = paper.load_profile(_profile(scaling_store, "fit: {loss: huber, huber_delta: 1.5}\n"))
+    paper.build("test", profile, "scaling-data", scaling_store / "reports")
+    markdown = (scaling_store / "reports" / "scaling_data.md").read_text()
+    assert "by Huber loss (delta = 1.5 standard errors of a point)" in markdown
+    assert set(pd.read_csv(scaling_store / "reports" / "scaling_data_fits.csv")["loss"]) == {"huber"}
+
+    bad = paper.load_profile(_profile(scaling_store, "fit: {loss: cauchy}\n"))
+    with pytest.raises(SystemExit, match=r"targets\.scaling-data\.fit: fit\.loss='cauchy': expected one of"):
+        paper.build("test", bad, "scaling-data", scaling_store / "reports")
+
+
+def test_missing_validation_loss_is_stated(isolated_env):
+    """Runs that log no val/loss_best (older runs): the column is left out and the report says so."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment("paper-test")
+    for (n, scale), batch in itertools.product(zip(QUESTION_IDS, SCALES), (8,)):
+        value = joint_law(n, batch, *MAP_LAW["mono"])
+        log_run(client, experiment_id, "multirun/paper/test/scale",
+                {"sampling.strategy": "mono", "data.question_ids": str(n), "batch_size": str(batch), "seed": "0"},
+                {f"map_full/{s}": value for s in ("monolingual", "crosslingual", "multilingual")},
+                overrides=f"sampling=mono batch_size={batch} data.scale={scale} {COMMON}")
+    paper = _load_paper_module()
+    paper.build("test", paper.load_profile(_profile(isolated_env)), "scaling-data", isolated_env / "reports")
     points = pd.read_csv(isolated_env / "reports" / "scaling_data.csv")
-    assert len(points) == 2 * len(sizes) * 3
-    mono = points[(points["sampling.strategy"] == "mono") & (points["column"] == "multilingual")].sort_values("x")
-    assert mono["mean"].to_numpy() == pytest.approx(power_law(np.array(sizes, float), *truth["mono"]), abs=1e-5)
-
-    fits = paper.fit_lines(points, ["sampling.strategy"])
-    for strategy, (a, b, c) in truth.items():
-        fit = fits[(fits["sampling.strategy"] == strategy) & (fits["column"] == "monolingual")].iloc[0]
-        assert fit["status"] == "fitted"
-        assert (fit["a"], fit["b"], fit["c"]) == (pytest.approx(a, rel=1e-3), pytest.approx(b, rel=1e-3), pytest.approx(c, rel=1e-3))
-        assert fit["a_low"] <= a <= fit["a_high"]
-
-
-def test_power_law_fit_needs_four_sizes_and_recovers_parameters():
-    n = np.array([1e2, 3e2, 1e3, 3e3, 1e4, 3e4])
-    fit = fit_power_law(n, power_law(n, 0.62, 1.5, 0.35))
-    assert (fit.a, fit.b, fit.c) == (pytest.approx(0.62, rel=1e-4), pytest.approx(1.5, rel=1e-4), pytest.approx(0.35, rel=1e-4))
-    assert fit(1e6) == pytest.approx(0.62 - 1.5 * 1e6 ** -0.35, rel=1e-4)
-    assert fit_power_law(n[:3], power_law(n[:3], 0.62, 1.5, 0.35)) is None
+    assert set(points["column"]) == {"monolingual", "crosslingual", "multilingual"}
+    assert points["optimizer_steps"].isna().all()  # neither compute/steps nor the params to derive it
+    assert "val/loss_best: not logged by these runs" in (isolated_env / "reports" / "scaling_data.md").read_text()
 
 
 def test_best_cell_only_when_intervals_separate():
@@ -390,33 +545,21 @@ def test_points_trained_by_another_sweep_are_in_the_table(strategy_store, isolat
     assert row["mean"] == pytest.approx(expected, abs=1e-5)
 
 
-def test_expected_points_match_hydra_job_overrides():
-    """List values are one value, not a sweep; deletions read as the job records them."""
+def test_grid_points_expand_as_hydra_sweeps():
+    """Swept keys give one point per value (ranges too); list values are one value; deletions and
+    additions keep their prefix."""
     paper = _load_paper_module()
-    points = paper.expected_points(["sampling=mono,hybrid", "data.corpus.languages=[de,en]", "~eval.extra.tatoeba"])
-    assert points == {
-        frozenset({f"sampling={s}", "data.corpus.languages=[de,en]", "~eval.extra.tatoeba=null"}) for s in ("mono", "hybrid")
-    }
+    points = paper.expand(["sampling=mono,hybrid", "data.corpus.languages=[de,en]", "~eval.suites.tatoeba",
+                           "seed=range(0,2)", "+trainer.deterministic=true"])
+    assert sorted(points) == sorted(
+        [f"sampling={s}", "data.corpus.languages=[de,en]", "~eval.suites.tatoeba", f"seed={seed}", "+trainer.deterministic=true"]
+        for s in ("mono", "hybrid") for seed in (0, 1)
+    )
 
 
 def test_unknown_profile_key_is_named(tmp_path):
     paper = _load_paper_module()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("experiment: x\nsweeps: {a: seed=0}\ntargets: {t: {kind: table, sweep: a}}\n")
+    bad.write_text("experiment: x\nsweeps: {a: [seed=0]}\ntargets: {t: {kind: table, sweep: a}}\n")
     with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.kind must be one of"):
         paper.load_profile(str(bad))
-
-
-def test_lines_without_saturation_or_enough_sizes_are_not_fitted():
-    paper = _load_paper_module()
-    n = np.array([100.0, 200.0, 400.0, 800.0, 1600.0])
-    points = pd.concat([
-        pd.DataFrame({"line": "log-linear", "x": n, "column": "multilingual", "mean": 0.1 + 0.05 * np.log(n)}),
-        pd.DataFrame({"line": "short", "x": n[:3], "column": "multilingual", "mean": power_law(n[:3], 0.8, 2.0, 0.5)}),
-        pd.DataFrame({"line": "saturating", "x": n, "column": "multilingual", "mean": power_law(n, 0.8, 2.0, 0.5)}),
-    ])
-    fits = paper.fit_lines(points, ["line"]).set_index("line")
-    assert fits.loc["log-linear", "status"] == "not saturating" and np.isnan(fits.loc["log-linear", "a"])
-    assert fits.loc["short", "status"] == "too few sizes"
-    assert fits.loc["saturating", "status"] == "fitted"
-    assert fits.loc["saturating", "c"] == pytest.approx(0.5, rel=1e-3)

@@ -1,4 +1,4 @@
-"""Intervals, best-cell separation and the saturating power law of the report tables and curves.
+"""Intervals and best-cell separation of the report tables and curves (scaling laws: ``fits``).
 
 Bootstrap (percentile, two levels). A run's value in a setting is a mean of cell means,
 ``v = mean_cells mean_{q in cell} AP_q`` (cells: language pairs for mono/cross, one pool for
@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import curve_fit
 
 N_BOOT = 1000
-Z_95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -123,65 +121,3 @@ def separated_best(estimates: Sequence[Estimate | None], higher_is_better: bool 
         if not higher_is_better and not top.high < other.low:
             return None
     return best
-
-
-def power_law(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """The saturating power law ``y = a - b * n**(-c)``: ``a`` is the asymptote, ``c`` the rate."""
-    return a - b * np.power(n, -c)
-
-
-@dataclass(frozen=True)
-class PowerLawFit:
-    """Least-squares parameters of :func:`power_law` with 95% normal-approximation intervals
-    (``± 1.96`` standard errors from the fit's covariance; infinite when the points leave no
-    degrees of freedom)."""
-
-    a: float
-    b: float
-    c: float
-    a_ci: tuple[float, float]
-    b_ci: tuple[float, float]
-    c_ci: tuple[float, float]
-    n_points: int
-
-    @property
-    def saturating(self) -> bool:
-        """False when ``c`` sits near zero: there ``a - b n^-c ~ (a - b) + b c ln n``, a log-linear
-        trend (or a falling one) whose asymptote the points do not determine."""
-        return self.c >= MIN_IDENTIFIABLE_RATE
-
-    def __call__(self, n: np.ndarray) -> np.ndarray:
-        return power_law(np.asarray(n, dtype=float), self.a, self.b, self.c)
-
-
-MIN_IDENTIFIABLE_RATE = 0.01
-MIN_FIT_POINTS = 4
-"""Three parameters need at least four distinct sizes to leave a degree of freedom."""
-
-
-def fit_power_law(n: Sequence[float], y: Sequence[float]) -> PowerLawFit | None:
-    """Fit ``y = a - b n^-c`` (``c`` in (0, 5]); ``None`` with fewer than MIN_FIT_POINTS sizes."""
-    n = np.asarray(n, dtype=float)
-    y = np.asarray(y, dtype=float)
-    keep = np.isfinite(n) & np.isfinite(y) & (n > 0)
-    n, y = n[keep], y[keep]
-    if len(np.unique(n)) < MIN_FIT_POINTS:
-        return None
-    order = np.argsort(n)
-    n, y = n[order], y[order]
-    # Start: asymptote a little beyond the largest point, rate 0.5, b through the smallest point.
-    a0 = y[-1] + 0.1 * (y[-1] - y[0])
-    c0 = 0.5
-    b0 = (a0 - y[0]) * n[0] ** c0
-    try:
-        params, cov = curve_fit(
-            power_law, n, y, p0=(a0, b0, c0), bounds=([-np.inf, -np.inf, 1e-6], [np.inf, np.inf, 5.0]),
-            x_scale="jac", max_nfev=20000,
-        )
-    except (RuntimeError, ValueError):
-        return None
-    with np.errstate(invalid="ignore"):
-        half = Z_95 * np.sqrt(np.diag(cov))
-    half = np.where(np.isfinite(half), half, np.inf)
-    ci = [(float(p - h), float(p + h)) for p, h in zip(params, half)]
-    return PowerLawFit(*map(float, params), *ci, n_points=len(n))

@@ -1,10 +1,11 @@
 """Evaluate an initializer without training: ``python -m hybridsweep.evaluate model=... eval=...``.
 
-The run is tagged ``hybridsweep.role=zero-shot`` and holds the same metrics and artifacts as a
-trained point. Its identity (:func:`hybridsweep.tracking.zero_shot_hash`) is the initializer, the
-corpus it is built from and the evaluation: an initializer is evaluated once per (initializer,
-evaluation, precision), and every training point of a sweep copies that run's metrics as its
-``init/`` metrics instead of encoding the untrained model again (:func:`zero_shot`).
+Every evaluation suite gets one run, tagged ``hybridsweep.role=zero-shot``, with the same metrics
+and artifacts as a trained point. Its identity (:func:`hybridsweep.tracking.zero_shot_hash`) is
+the initializer, the corpus it is built from, the suite and the precision: an initializer is
+evaluated once per (initializer, evaluation corpus, precision), and every training point of a
+sweep copies those runs' metrics as its ``init/`` metrics instead of encoding the untrained model
+again (:func:`zero_shot`).
 """
 
 from __future__ import annotations
@@ -50,25 +51,41 @@ def describe(cfg: DictConfig, corpus: ParallelQA, encoder: TextEncoder, evaluato
 
 
 def zero_shot(cfg: DictConfig, trainer: L.Trainer, module: DualEncoderModule, evaluator: Evaluator,
-              params: dict[str, str]) -> Run | None:
-    """The finished zero-shot run of ``cfg``'s initializer (on global rank zero; None elsewhere):
-    an earlier one when it exists (or, while another process evaluates it, once that finishes),
-    else evaluated now with ``trainer`` and logged."""
+              params: dict[str, str]) -> list[Run]:
+    """The finished zero-shot runs of ``cfg``'s initializer, one per suite (on global rank zero;
+    empty elsewhere): earlier ones where they exist (or, while another process evaluates one,
+    once it finishes), the others evaluated now in one pass with ``trainer`` and logged.
+
+    Claims are taken suite by suite in the order of ``eval.suites``, so two processes that need
+    the same evaluations never wait on each other in a circle."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    name = f"zero-shot model={choices.get('model', '?')} eval={choices.get('eval', '?')}"
-    decision, tracker = tracking.open_run(cfg, "zero-shot", tracking.zero_shot_hash(cfg), name, {}, wait=True)
-    if decision.state == "claimed":
-        with tracker:
-            tracker.log_params({**tracking.flatten(tracking.result_config(cfg, tracking.ZERO_SHOT_KEYS)), **params})
-            log_results(tracker, evaluator.suites, evaluator.run(trainer, module, trained=False))
+    model_params = tracking.flatten(tracking.result_config(cfg, ("model",)))
+    decisions, trackers = {}, {}
+    for key in evaluator.suites:
+        name = f"zero-shot {key} model={choices.get('model', '?')} eval={choices.get('eval', '?')}"
+        decisions[key], trackers[key] = tracking.open_run(cfg, "zero-shot", tracking.zero_shot_hash(cfg, key), name, {},
+                                                          wait=True)
+    missing = [key for key, decision in decisions.items() if decision.state == "claimed"]
+    if missing:
+        try:
+            results = evaluator.restricted_to(missing).run(trainer, module, trained=False)
+        except BaseException as error:
+            for key in missing:
+                trackers[key].__exit__(type(error), error, error.__traceback__)
+            raise
+        for key in missing:
+            with trackers[key] as tracker:
+                tracker.log_params({**model_params, **params, "eval.suite": key, "eval.precision": cfg.eval.precision})
+                log_results(tracker, {key: evaluator.suites[key]}, results and {key: results[key]})
     if not tracking.is_global_zero():
-        return None
-    return tracking.get_run(tracking.tracking_uri(cfg.tracking.tracking_uri), decision.run_id)
+        return []
+    uri = tracking.tracking_uri(cfg.tracking.tracking_uri)
+    return [tracking.get_run(uri, decision.run_id) for decision in decisions.values()]
 
 
 def evaluate(cfg: DictConfig) -> float:
-    """Evaluate ``cfg``'s initializer zero-shot (once: a finished evaluation is reused); returns
-    its multilingual mAP."""
+    """Evaluate ``cfg``'s initializer zero-shot on every suite (once: finished evaluations are
+    reused); returns its multilingual mAP."""
     validate(cfg)
     context = point_context(cfg)
     corpus, encoder = build_encoder(cfg)
@@ -76,12 +93,13 @@ def evaluate(cfg: DictConfig) -> float:
     module = instantiate(cfg.module, _partial_=True)(encoder=encoder)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
                           default_root_dir=context.output_dir)
-    run = zero_shot(cfg, trainer, module, evaluator, describe(cfg, corpus, encoder, evaluator))
-    if run is None:
-        return math.nan
-    metric = run.data.metrics.get(MAIN_METRIC, math.nan)
-    log.info("zero-shot run %s: %s = %.4f", run.info.run_id, MAIN_METRIC, metric)
-    write_result(context.output_dir, run.info.run_id, metric)
+    runs = zero_shot(cfg, trainer, module, evaluator, describe(cfg, corpus, encoder, evaluator))
+    metric = next((run.data.metrics[MAIN_METRIC] for run in runs if MAIN_METRIC in run.data.metrics), math.nan)
+    for run in runs:
+        log.info("zero-shot run %s (%s): %s", run.info.run_id, run.data.params.get("eval.suite"),
+                 ", ".join(f"{k} = {v:.4f}" for k, v in sorted(run.data.metrics.items()) if "/pair/" not in k)[:500])
+    if runs:
+        write_result(context.output_dir, ",".join(run.info.run_id for run in runs), metric)
     return metric
 
 

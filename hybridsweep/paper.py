@@ -35,6 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hybridsweep import RESULTS_VERSION
+from hybridsweep.point import MAIN_METRIC
 from hybridsweep.reports.fits import FitSettings
 from hybridsweep.reports.runs import per_question_ap
 from hybridsweep.reports.runs import runs_by_identity as point_runs
@@ -135,7 +136,7 @@ def grid(overrides: tuple[str, ...]) -> Grid:
             points[digest] = tuple(point)
             older |= {config_hash(cfg, version): digest for version in range(1, RESULTS_VERSION)}
             if cfg.eval.before_training:
-                zero_shot.add(zero_shot_hash(cfg))
+                zero_shot |= {zero_shot_hash(cfg, suite) for suite in cfg.eval.suites}
     return Grid(points, older, frozenset(zero_shot))
 
 
@@ -197,7 +198,9 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     if spec.kind != "scaling":
         initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
         zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
-        runs = pd.concat([runs, zero_shot], ignore_index=True)
+        # The evaluations of the tables' own corpus (other suites' runs have no mAP to show).
+        if not zero_shot.empty and f"metrics.{MAIN_METRIC}" in zero_shot:
+            runs = pd.concat([runs, zero_shot[zero_shot[f"metrics.{MAIN_METRIC}"].notna()]], ignore_index=True)
     return runs
 
 

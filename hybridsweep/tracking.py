@@ -86,7 +86,7 @@ COMMIT_TAG = "hybridsweep.git_commit"
 CLAIM_TAG = "hybridsweep.claim"
 HEARTBEAT_TAG = "hybridsweep.heartbeat"
 ZERO_SHOT_RUN_TAG = "hybridsweep.zero_shot_run"
-"""On a point: the zero-shot run its ``init/`` metrics were copied from."""
+"""On a point: the zero-shot runs (one per suite, comma-separated) its ``init/`` metrics were copied from."""
 AXES_TAG = "hybridsweep.axes"
 """On a point of a multirun: the swept keys and this point's values, as JSON."""
 SWEEP_TAG = "sweep"
@@ -182,17 +182,18 @@ def config_hash(cfg: DictConfig, version: int = RESULTS_VERSION) -> str:
     return _digest({"results_version": version, "config": result_config(cfg)})
 
 
-ZERO_SHOT_KEYS = ("model", "data", "eval")
-
-
-def zero_shot_hash(cfg: DictConfig, version: int = RESULTS_VERSION) -> str:
-    """The identity of an initializer's zero-shot evaluation: the model, the training corpus
-    (the embedded tokenizer is trained on it, pruned vocabularies are taken from it) and the
-    evaluation suites and precision; not the training schedule, sampling or data scale."""
-    config = result_config(cfg, ZERO_SHOT_KEYS)
-    config["data"] = {"corpus": (config.get("data") or {}).get("corpus")}
-    config["eval"] = {k: v for k, v in (config.get("eval") or {}).items() if k != "checkpoint"}
-    return _digest({"results_version": version, "zero-shot": config})
+def zero_shot_hash(cfg: DictConfig, suite: str, version: int = RESULTS_VERSION) -> str:
+    """The identity of an initializer's zero-shot evaluation on one suite: the model, the
+    training corpus (the embedded tokenizer is trained on it, pruned vocabularies are taken from
+    it), the suite (``eval.suites.<suite>``) and the encoding precision; not the training
+    schedule, sampling or data scale. One run per suite: points that evaluate on different sets of
+    suites share the evaluations they have in common."""
+    config = result_config(cfg, ("model", "data", "eval"))
+    identity = {
+        "model": config["model"], "corpus": (config.get("data") or {}).get("corpus"),
+        "suite": (config["eval"].get("suites") or {}).get(suite), "precision": config["eval"].get("precision"),
+    }
+    return _digest({"results_version": version, "zero-shot": identity})
 
 
 @lru_cache(maxsize=1)

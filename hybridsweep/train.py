@@ -88,9 +88,10 @@ def train(cfg: DictConfig) -> float:
         if cfg.eval.before_training:
             eval_started = time.perf_counter()
             initial = zero_shot(cfg, trainer, module, evaluator, params)
-            if initial is not None:
-                tracker.copy_metrics(initial, "init/")
-                tracker.set_tags({tracking.ZERO_SHOT_RUN_TAG: initial.info.run_id})
+            for run in initial:  # each suite's metrics already carry the suite's prefix
+                tracker.copy_metrics(run, "init/")
+            if initial:
+                tracker.set_tags({tracking.ZERO_SHOT_RUN_TAG: ",".join(run.info.run_id for run in initial)})
             eval_seconds += time.perf_counter() - eval_started
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path="last" if decision.resumed else None)

@@ -18,7 +18,7 @@ register_configs()
 def _hash(*overrides: str, version: int = RESULTS_VERSION, zero_shot: bool = False) -> str:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))
-    return tracking.zero_shot_hash(cfg, version) if zero_shot else tracking.config_hash(cfg, version)
+    return tracking.zero_shot_hash(cfg, "retrieval", version) if zero_shot else tracking.config_hash(cfg, version)
 
 
 def test_locations_speed_and_verbosity_are_not_identity(monkeypatch, tmp_path):
@@ -54,6 +54,9 @@ def test_an_initializer_is_the_same_at_every_point_of_a_sweep():
         assert _hash(*REAL, training_only, zero_shot=True) == reference, training_only
     for evaluation in ("eval.precision=bf16", "model.num_layers=3", "eval.corpus.languages=[de]"):
         assert _hash(*REAL, evaluation, zero_shot=True) != reference, evaluation
+    # One identity per suite: a change to another suite leaves this one's evaluation as it is.
+    assert _hash(*REAL, "eval.suites.tatoeba.languages=[de]", zero_shot=True) == reference
+    assert _hash(*REAL, "~eval.suites.tatoeba", zero_shot=True) == reference
 
 
 @pytest.mark.slow

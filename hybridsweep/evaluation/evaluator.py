@@ -56,6 +56,10 @@ class Evaluator:
             raise ValueError(f"eval.checkpoint={checkpoint!r} is not allowed: expected 'best' or 'last'")
         self.suites, self.batch_size, self.precision, self.checkpoint = dict(suites), batch_size, precision, checkpoint
 
+    def restricted_to(self, keys: list[str]) -> Evaluator:
+        """The same evaluation on the suites ``keys`` only."""
+        return Evaluator({key: self.suites[key] for key in keys}, self.batch_size, self.precision, self.checkpoint)
+
     def corpora(self) -> list:
         """The parallel QA corpora the suites evaluate on (for the zero-shot disjointness check)."""
         return [suite.corpus for suite in self.suites.values() if hasattr(suite, "corpus")]

@@ -103,7 +103,7 @@ $(PAPER_TARGETS): $(STAMP)
 
 ## Every paper output of PROFILE (tiny, cpu or gpu).
 paper: $(STAMP)
-	$(BIN)/python -m hybridsweep.paper $(PAPER_TARGETS) --profile $(PROFILE)
+	$(BIN)/python -m hybridsweep.paper paper --profile $(PROFILE)
 
 MLFLOW_DB ?= mlflow.db
 MLFLOW_PORT ?= 5000

@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
     profile_name = Path(args.profile).stem
-    targets = list(profile.targets) if "paper" in args.targets else args.targets
+    # `paper`: the profile's own list (its key `paper`), else every target.
+    targets = list(profile.get("paper", profile.targets)) if "paper" in args.targets else args.targets
     unknown = [t for t in targets if t not in profile.targets]
     if unknown:
         raise SystemExit(f"unknown targets {unknown}; profile {args.profile!r} has {list(profile.targets)}")

@@ -36,6 +36,11 @@ class TextTokenizer:
     max_length: int
     pad_to_multiple_of: int | None = None
 
+    def lengths(self, texts: list[str], role: Role) -> list[int]:
+        """Tokens of each text as :meth:`__call__` encodes it (prefix, specials, truncation)."""
+        encoded = self.tokenizer([self.prefixes[role] + t for t in texts], truncation=True, max_length=self.max_length)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def __call__(self, texts: list[str], role: Role) -> dict[str, torch.Tensor]:
         prefix = self.prefixes[role]
         return dict(self.tokenizer(

@@ -190,7 +190,7 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     spec = profile.targets[target]
     parts = [grid_runs(profile, sweep, accept_stale, sweep_dir(profile_name, sweep)) for sweep in target_sweeps(spec)]
     runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id") if parts else pd.DataFrame()
-    expected = sum(len(grid(tuple(sweep_overrides(profile, sweep))).points) for sweep in target_sweeps(spec))
+    expected = len(set().union(*(grid(tuple(sweep_overrides(profile, sweep))).points for sweep in target_sweeps(spec))))
     if runs.empty:
         raise SystemExit(f"no finished run matches the grid of target {target} of profile {profile_name}; train it first")
     if len(runs) < expected:

@@ -104,3 +104,10 @@ def test_the_best_checkpoint_is_the_one_evaluated(tmp_path, monkeypatch):
     for name in ("map_full/multilingual", "map_full/monolingual", "map_full/crosslingual"):
         assert run.data.metrics[name] == pytest.approx(again[name], abs=1e-5), name
     assert run.data.metrics["val/loss_best"] == pytest.approx(history[0][0])
+
+
+def test_batches_follow_the_given_lengths():
+    texts = {"query": ["aaaa", "b", "cc", "ddd"]}
+    tokens = {"aaaa": 1, "b": 4, "cc": 3, "ddd": 2}
+    [(role, positions, batch)] = rank_batches(texts, 4, 0, 1, lambda t, _: [tokens[x] for x in t])
+    assert batch == ["aaaa", "ddd", "cc", "b"] and positions == [0, 3, 2, 1]

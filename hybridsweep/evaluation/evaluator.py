@@ -10,7 +10,7 @@ moves it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import numpy as np
@@ -36,11 +36,14 @@ class TextBatches:
         return {"role": role, "index": torch.tensor(positions), "inputs": self.tokenizer(texts, role)}
 
 
-def rank_batches(texts: Mapping[Role, list[str]], batch_size: int, rank: int, world_size: int) -> list[tuple]:
-    """This rank's batches: each role's texts sorted by length, cut into batches, dealt round-robin."""
+def rank_batches(texts: Mapping[Role, list[str]], batch_size: int, rank: int, world_size: int,
+                 length: Callable[[list[str], Role], list[int]] | None = None) -> list[tuple]:
+    """This rank's batches: each role's texts sorted by ``length`` (default: characters), cut into
+    batches, dealt round-robin."""
     batches = []
     for role, role_texts in texts.items():
-        order = np.argsort([len(t) for t in role_texts], kind="stable")
+        lengths = length(role_texts, role) if length is not None else [len(t) for t in role_texts]
+        order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             positions = order[start:start + batch_size].tolist()
             batches.append((role, positions, [role_texts[i] for i in positions]))
@@ -82,8 +85,11 @@ class Evaluator:
         (``best``: the monitored checkpoint); before it, the model as built.
         """
         texts, spans = self._requests()
-        batches = rank_batches(texts, self.batch_size, trainer.global_rank, trainer.world_size)
-        loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(module.encoder.text_tokenizer))
+        tokenizer = module.encoder.text_tokenizer
+        # Sorted by token count, each batch pads to little more than its texts (characters per
+        # token vary several-fold between scripts: Thai or Hindi against English).
+        batches = rank_batches(texts, self.batch_size, trainer.global_rank, trainer.world_size, tokenizer.lengths)
+        loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(tokenizer))
         module.predict_precision = self.precision
         ckpt_path = "best" if trained and self.checkpoint == "best" else None
         outputs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path)

@@ -6,11 +6,13 @@ round, each for ``--steps`` steps of ``batch_size`` pairs:
 * ``lightning``: :class:`DualEncoderModule` under the Trainer of the config (MLflow logger,
   progress bar and gradient clipping included), batches from :class:`PairDataModule`.
 * ``plain loop``: the same batches from the same data loader, forward, InfoNCE, backward, gradient
-  clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit.
+  clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit. It
+  runs at the Trainer's precision (``trainer.precision=bf16-mixed``: forward and loss under bf16
+  autocast, as Lightning's plugin does), so the two compare at equal settings.
 * ``sentence-transformers``: the backbone saved and reloaded as a ``SentenceTransformer``
   (Transformer + mean Pooling) trained by ``SentenceTransformerTrainer`` with
   ``MultipleNegativesRankingLoss`` (scale 1/temperature, cosine similarity: the same loss) on the
-  same pairs, batched by its own random sampler, with its default optimiser (fused AdamW, as here).
+  same pairs, batched by its own random sampler, at its own defaults (fp32, fused AdamW).
 
 The rate is measured from the end of the first step to the end of the last, so start-up and the
 first step's one-off costs are excluded on every side; data loading and tokenisation are included.
@@ -30,8 +32,9 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report, write_results
 from hybridsweep.data.datamodule import PairDataModule
+from hybridsweep.evaluation.precision import autocast_context
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.tracking import RunTracker
 
@@ -68,9 +71,14 @@ def main() -> None:
     def fresh_module() -> DualEncoderModule:
         return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim)
 
+    precision = str(cfg.trainer.precision)
+    if precision not in ("32-true", "32", "bf16-mixed"):
+        raise SystemExit(f"trainer.precision={precision}: the plain loop mirrors 32-true and bf16-mixed only")
+    plain_precision = "bf16" if precision == "bf16-mixed" else "fp32"
     tmp = tempfile.TemporaryDirectory()
     print(f"machine: {machine()}")
-    print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round")
+    print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round; "
+          f"trainer.precision={precision} (plain loop {plain_precision}, sentence-transformers fp32)")
 
     def lightning_run() -> float:
         clock = StepClock()
@@ -92,7 +100,8 @@ def main() -> None:
         ends = []
         model.train()
         for batch in itertools.islice(batches, steps):
-            loss = loss_fn(model(**batch["query"]), model(**batch["passage"]))
+            with autocast_context(plain_precision, torch.device("cpu")):
+                loss = loss_fn(model(**batch["query"]), model(**batch["passage"]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
@@ -105,7 +114,14 @@ def main() -> None:
     if not args.skip_st:
         candidates["sentence-transformers"] = sentence_transformers_run(cfg, encoder, datamodule().pairs, steps, tmp.name)
     rates = interleave(candidates, args.rounds)
-    ratio_report(rates, "lightning", "pairs/s")
+    ratios = ratio_report(rates, "lightning", "pairs/s")
+    write_results(f"train_step_{args.model}_{precision}", {
+        "model": args.model, "encoder": encoder.name, "batch_size": batch_size, "steps": steps,
+        "trainer_precision": precision, "rounds": args.rounds, "pairs_per_s": rates,
+        "lightning_over": ratios,
+        "lightning_over_per_round": {name: [c / b for c, b in zip(rates["lightning"], values)]
+                                     for name, values in rates.items() if name != "lightning"},
+    })
 
 
 def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):

@@ -18,7 +18,8 @@ an eager pass is the compile time a sweep point pays.
 batches, counted with the ``eager`` backend (graph capture and guards are the backend's business
 only after the count, so the number is the one Inductor would compile), against the number of
 distinct (batch, length) shapes. Beyond ``torch._dynamo.config.recompile_limit`` graphs, dynamo
-runs the frame eagerly.
+runs the frame eagerly. The survey runs a copy of the backbone cut to its first layer: the
+guards, and so the count, depend on the input shapes, not on the depth.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_compile.py --model tiny_wide --texts 3000 --steps 12
 """
@@ -167,24 +168,31 @@ def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], b
     results = []
     for pad, dynamic in itertools.product(pads, (False, None, True)):
         model = copy.deepcopy(encoder)
+        model.backbone.encoder.layer = model.backbone.encoder.layer[:1]
         model.pad_to_multiple_of = pad or None
         counts = token_counts(model, texts, "passage")
         multiple = pad or 1
         shapes = {(len(b), multiple * math.ceil(counts[b].max() / multiple)) for b in length_sorted_batches(counts, batch_size)}
+        graphs = {}
         torch._dynamo.reset()
         counters.clear()
         compile_encoder(model, True, dynamic=dynamic, backend="eager")
         encode_texts(model, texts, "passage", batch_size)
-        encode_graphs = counters["stats"]["unique_graphs"]
+        graphs["encode"] = counters["stats"]["unique_graphs"]
         train_shapes = set()
+        torch._dynamo.reset()  # a fresh budget of recompile_limit graphs for the training part
+        counters.clear()
         model.train()
         for batch in map(PairCollator(model), rows):
             for role in ("query", "passage"):
                 train_shapes.add(tuple(batch[role]["input_ids"].shape))
                 model(**batch[role]).sum().backward()
+        graphs["train"] = counters["stats"]["unique_graphs"]
+        limit = torch._dynamo.config.recompile_limit
         result = {"pad_to_multiple_of": pad, "dynamic": str(dynamic), "encode_shapes": len(shapes),
-               "encode_graphs": encode_graphs, "train_shapes": len(train_shapes),
-               "train_graphs": counters["stats"]["unique_graphs"] - encode_graphs}
+                  "encode_graphs": graphs["encode"], "train_shapes": len(train_shapes), "train_graphs": graphs["train"],
+                  # Past the limit dynamo stops compiling the frame and runs it eagerly.
+                  "hit_recompile_limit": [part for part, n in graphs.items() if n >= limit]}
         print(f"survey: {result}", flush=True)
         results.append(result)
     torch._dynamo.reset()

@@ -167,6 +167,10 @@ def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], b
     """Graphs compiled (eager backend) per padding multiple and ``dynamic``, and the distinct shapes."""
     results = []
     for pad, dynamic in itertools.product(pads, (False, None, True)):
+        if pad and encoder.max_length % pad:
+            # The tokenizer refuses to truncate to a length that is not a multiple of the padding one.
+            print(f"survey: pad_to_multiple_of={pad} skipped: max_length {encoder.max_length} is not a multiple of it")
+            continue
         model = copy.deepcopy(encoder)
         model.backbone.encoder.layer = model.backbone.encoder.layer[:1]
         model.pad_to_multiple_of = pad or None

@@ -69,7 +69,9 @@ def main() -> None:
         )
 
     def fresh_module() -> DualEncoderModule:
-        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim)
+        # In training mode on every side (dropout on): a backbone loaded by from_pretrained starts in
+        # eval mode, and Lightning keeps the modes it finds, so left alone that side would skip dropout.
+        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim).train()
 
     precision = str(cfg.trainer.precision)
     if precision not in ("32-true", "32", "bf16-mixed"):

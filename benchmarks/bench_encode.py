@@ -31,7 +31,7 @@ from hybridsweep.evaluation.precision import has_fast_bf16
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 20) -> float:
     """Best FLOP/s of ``size x size`` matrix products in ``dtype`` over ``repeats`` timed calls."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up: lets oneDNN pick and cache its kernel

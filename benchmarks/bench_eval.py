@@ -49,6 +49,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0])
     args.add_argument("--question-ids", type=int, default=0, help="an evenly spaced subset of N question ids (0: all)")
     args.add_argument("--naive", action="store_true", help="also time the full-sort multilingual mAP")
+    args.add_argument("--sides", default="before,now", help="which of before, now to run (comma-separated)")
     args.set_defaults(rounds=1)
     args = args.parse_args()
     cfg = load_config(args.model, args.overrides)
@@ -89,25 +90,30 @@ def main() -> None:
         seconds["now encode"].append(encoded - start)
         return 1 / seconds["now"][-1]
 
-    rates = interleave({"before": before, "now": now}, args.rounds)
+    sides = args.sides.split(",")
+    rates = interleave({side: {"before": before, "now": now}[side] for side in sides}, args.rounds)
     figures = {"model": args.model, "encoder": encoder.name, "corpus": full.name, "texts": n_texts,
                "texts_full_corpus": n_full, "precision_now": precision, "rounds": args.rounds,
-               "seconds": seconds,
-               "now_over_before_time": statistics.median(b / n for b, n in zip(rates["before"], rates["now"])),
-               "now_share_outside_encoder": statistics.median(
-                   1 - e / t for e, t in zip(seconds["now encode"], seconds["now"]))}
+               "seconds": {side: seconds[side] for side in (*sides, "now encode") if seconds[side]}}
+    if len(sides) == 2:
+        figures["now_over_before_time"] = statistics.median(b / n for b, n in zip(rates["before"], rates["now"]))
+    if "now" in sides:
+        figures["now_share_outside_encoder"] = statistics.median(
+            1 - e / t for e, t in zip(seconds["now encode"], seconds["now"]))
     if args.question_ids:
         scale = n_full / n_texts
-        figures["extrapolated_full_s"] = {side: statistics.median(seconds[side]) * scale for side in ("before", "now")}
+        figures["extrapolated_full_s"] = {side: statistics.median(seconds[side]) * scale for side in sides}
     for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
-        figures[f"{key} before"], figures[f"{key} now"] = results["before"].metrics[key], results["now"].metrics[key]
-    if args.naive:
+        for side in sides:
+            figures[f"{key} {side}"] = results[side].metrics[key]
+    if args.naive and "now" in sides:
         start = time.perf_counter()
         figures["naive_multilingual_map"] = naive_multilingual_map(corpus, *results["embeddings"])
         figures["naive_full_sort_s"] = time.perf_counter() - start
     for key, value in figures.items():
         print(f"{key}: {value}")
-    write_results(f"eval_{args.model}_{full.name}" + (f"_{args.question_ids}ids" if args.question_ids else ""), figures)
+    write_results(f"eval_{args.model}_{full.name}" + (f"_{args.question_ids}ids" if args.question_ids else "")
+                  + ("" if len(sides) == 2 else f"_{sides[0]}"), figures)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def encode_texts(
     encoder: TextEncoder,
     texts: list[str],
     role: Role,
-    batch_size: int = 256,
+    batch_size: int = 64,
     desc: str | None = None,
     precision: Precision = "fp32",
 ) -> np.ndarray:

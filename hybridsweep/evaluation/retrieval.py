@@ -154,7 +154,7 @@ def evaluate_embeddings(
 
 
 def evaluate_encoder(
-    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20, precision: Precision = "fp32"
+    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 64, top_k: int = 20, precision: Precision = "fp32"
 ) -> RetrievalResult:
     """Encode a corpus's questions and candidates once, then evaluate every setting."""
     question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", batch_size, precision=precision)

@@ -58,6 +58,8 @@ def main() -> None:
     args.add_argument("--pad", type=int, default=16, help="pad_to_multiple_of of the compiled encoder")
     args.add_argument("--dynamic", default="none", help="torch.compile dynamic: true, false or none")
     args.add_argument("--survey-pads", default="0,8,16,32,64", help="padding multiples of the survey (0: none)")
+    args.add_argument("--survey-texts", type=int, default=0, help="texts of the survey's encoding pass (0: as --texts)")
+    args.add_argument("--survey-steps", type=int, default=0, help="training batches of the survey (0: as --steps + 1)")
     args.add_argument("--skip", default="", help="comma-separated parts to leave out: encode, train, survey")
     args.set_defaults(rounds=2)
     args = args.parse_args()
@@ -72,7 +74,8 @@ def main() -> None:
     datamodule = PairDataModule(corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
                                 scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed)
     datamodule.collator = list  # batches of raw pair rows, tokenized below by each encoder's own collator
-    rows = list(itertools.islice(itertools.cycle(datamodule.train_dataloader()), args.steps + 1))
+    n_rows = max(args.steps + 1, args.survey_steps)
+    rows = list(itertools.islice(itertools.cycle(datamodule.train_dataloader()), n_rows))
     print(f"machine: {machine()}")
     print(f"model: {encoder.name} ({args.model}); {n_texts} texts per encoding pass (batch {cfg.eval.batch_size}); "
           f"training batch {cfg.batch_size}, {args.steps} timed steps; compiled: pad_to_multiple_of={args.pad}, "
@@ -99,7 +102,7 @@ def main() -> None:
             optimizer.step()
         return step
 
-    for precision in args.precisions.split(","):
+    for precision in args.precisions.split(",") if {"encode", "train"} - skip else []:
         torch._dynamo.reset()
         counters.clear()
         eager = copy.deepcopy(encoder)
@@ -124,8 +127,8 @@ def main() -> None:
             print(f"[{precision}] encode: {result['encode']}", flush=True)
         if "train" not in skip:
             counters.clear()
-            eager_batches = [PairCollator(encoder)(batch) for batch in rows]
-            compiled_batches = [PairCollator(compiled)(batch) for batch in rows]
+            eager_batches = [PairCollator(encoder)(batch) for batch in rows[: args.steps + 1]]
+            compiled_batches = [PairCollator(compiled)(batch) for batch in rows[: args.steps + 1]]
 
             def train_rate(model, own_batches, first: list | None = None):
                 step = trainer_for(model, precision)
@@ -158,9 +161,14 @@ def main() -> None:
         figures[precision] = result
 
     if "survey" not in skip:
-        figures["survey"] = survey(encoder, questions + candidates, rows,
+        survey_texts = questions + candidates
+        if args.survey_texts:
+            every = [q.text for q in eval_corpus.questions] + [c.text for c in eval_corpus.candidates]
+            survey_texts = every[:: max(1, len(every) // args.survey_texts)][: args.survey_texts]
+        figures["survey_texts"], figures["survey_steps"] = len(survey_texts), args.survey_steps or args.steps + 1
+        figures["survey"] = survey(encoder, survey_texts, rows[: figures["survey_steps"]],
                                    [int(p) for p in args.survey_pads.split(",")], cfg.eval.batch_size)
-    write_results(f"compile_{args.model}", figures)
+    write_results(f"compile_{args.model}" + "".join(f"_no-{part}" for part in sorted(skip)), figures)
 
 
 def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], batch_size: int) -> list[dict]:

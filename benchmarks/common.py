@@ -90,6 +90,30 @@ def encode_char_sorted(encoder, texts: list[str], role: str, batch_size: int, pr
     return embeddings
 
 
+OPERATOR_GROUPS = {
+    "matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul"),
+    "attention": ("scaled_dot_product",),
+    "optimizer": ("adamw", "adam"),
+    "gradient clipping": ("_foreach_norm", "linalg_vector_norm", "_foreach_mul"),
+    "embedding backward": ("embedding_dense_backward", "embedding_backward"),
+}
+"""Operator-name fragments (case-insensitive) of the groups :func:`operator_shares` reports."""
+
+
+def operator_shares(prof) -> dict:
+    """Shares of a ``torch.profiler`` run's self CPU time: per operator, best first, and per group
+    of :data:`OPERATOR_GROUPS` (an operator counts in the first group whose fragment it contains;
+    ``other``: none)."""
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    operators = {e.key: e.self_cpu_time_total / total for e in sorted(events, key=lambda e: -e.self_cpu_time_total)}
+    groups = dict.fromkeys([*OPERATOR_GROUPS, "other"], 0.0)
+    for name, share in operators.items():
+        group = next((g for g, marks in OPERATOR_GROUPS.items() if any(m in name.lower() for m in marks)), "other")
+        groups[group] += share
+    return {"operators": operators, "groups": groups}
+
+
 def machine() -> str:
     """One line naming the CPU, its core count, the threads torch uses, and the date."""
     import torch

@@ -3,8 +3,8 @@
 Encodes the first ``--texts`` evaluation candidates (passage role) with :func:`encode_texts` at
 ``--precision`` under ``torch.profiler`` (CPU activities), after one unprofiled warm-up pass, and
 prints the operators by self CPU time. Written: each operator's share of the profiled self CPU
-time, the share of the matrix products (``addmm``, ``mm``, ``bmm``, ``linear``'s kernels) and of
-attention (``scaled_dot_product_attention`` and its flash kernel), and the rest.
+time and the shares of the groups of :func:`common.operator_shares` (matrix products, attention,
+the rest).
 
     OMP_NUM_THREADS=1 HYBRIDSWEEP_DATA=../shared/data python benchmarks/profile_encode.py --model e5_small eval=xquad_r
 """
@@ -14,11 +14,8 @@ from __future__ import annotations
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import build_corpora_and_encoder, load_config, machine, parser, write_results
+from common import build_corpora_and_encoder, load_config, machine, operator_shares, parser, write_results
 from hybridsweep.evaluation.encode import encode_texts
-
-MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "mkldnn::_linear_pointwise", "aten::baddbmm")
-ATTENTION_MARK = "scaled_dot_product"
 
 
 def main() -> None:
@@ -35,17 +32,13 @@ def main() -> None:
     encode_texts(encoder, texts, "passage", cfg.eval.batch_size, precision=args.precision)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         encode_texts(encoder, texts, "passage", cfg.eval.batch_size, precision=args.precision)
-    events = prof.key_averages()
-    print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
-    total = sum(e.self_cpu_time_total for e in events)
-    shares = {e.key: e.self_cpu_time_total / total for e in sorted(events, key=lambda e: -e.self_cpu_time_total)}
-    matmul = sum(v for k, v in shares.items() if k in MATMUL_OPS)
-    attention = sum(v for k, v in shares.items() if ATTENTION_MARK in k)
-    print(f"matrix products {matmul:.1%}, attention {attention:.1%}, everything else {1 - matmul - attention:.1%}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    shares = operator_shares(prof)
+    print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()))
     write_results(f"profile_encode_{args.model}_{args.precision}", {
         "model": args.model, "encoder": encoder.name, "texts": len(texts), "precision": args.precision,
-        "batch_size": cfg.eval.batch_size, "matmul_share": matmul, "attention_share": attention,
-        "top_self_cpu_shares": dict(list(shares.items())[: args.top]),
+        "batch_size": cfg.eval.batch_size, "group_shares": shares["groups"],
+        "top_self_cpu_shares": dict(list(shares["operators"].items())[: args.top]),
     })
 
 

@@ -5,14 +5,22 @@ and its parameters where they are (no ``_orig_mod.`` wrapper), so state-dict key
 and the optimiser's parameter list are those of the eager model; pooling and normalisation stay
 eager (a few element-wise operations).
 
-A compiled graph is specialised to the input shapes it saw; a new (batch, length) shape either
-recompiles (``dynamic=False``) or, from the second shape on, is served by one graph with symbolic
-sizes (``dynamic=None``, torch's default). ``TextEncoder.pad_to_multiple_of`` bounds the number of
-distinct lengths to ``ceil(max_length / multiple)``.
+A compiled graph is specialised to the input shapes it saw. With ``dynamic=None`` (torch's
+default) the second distinct shape recompiles once with symbolic sizes, after which every length
+and batch size is served: measured, 3 graphs for an evaluation pass and 2 for training whatever
+the padding. With ``dynamic=False`` every distinct (batch, padded length) shape is a graph, and
+past ``torch._dynamo.config.recompile_limit`` (8) the frame silently runs eagerly: unpadded
+XQuAD-R batches hit that limit; ``TextEncoder.pad_to_multiple_of`` bounds the lengths to
+``ceil(max_length / multiple)`` (it must divide ``max_length``: the tokenizer refuses otherwise)
+at the price of the padded tokens.
 
-``auto`` compiles where it pays for itself within a sweep point: on CUDA. On CPU the measured
-compile time (tens of seconds to minutes per shape under Inductor, on 2 cores) exceeds what the
-fused kernels save over a point's training and evaluation (BENCHMARKS.md, "torch.compile").
+``auto`` compiles on CUDA only. On this project's CPU (2 cores, torch 2.13 Inductor) compiling
+lost everywhere it was measured (BENCHMARKS.md, "torch.compile"): compiled encoding and training
+ran at 0.7-0.98x of eager in fp32 and bf16, after 0.5-6 minutes of compilation per point, because
+the time goes to oneDNN matrix products and the attention kernel, which Inductor calls as eager
+does; what it fuses (GELU, layer norm, casts, residual adds) is about an eighth of the time. On
+CUDA, fusing those element-wise kernels is where compile usually pays, and a minute of compile
+time is small against a GPU point's training; that side was not measurable here.
 """
 
 from __future__ import annotations

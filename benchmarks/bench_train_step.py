@@ -114,11 +114,17 @@ def main() -> None:
 
     candidates = {"lightning": lightning_run, "plain loop": plain_run}
     if not args.skip_st:
-        candidates["sentence-transformers"] = sentence_transformers_run(cfg, encoder, datamodule().pairs, steps, tmp.name)
+        # sentence-transformers trains the backbone as published: a pruned vocabulary is the project's
+        # own variant (exact on the corpora's texts), so that side gets the unpruned model.
+        st_encoder = encoder
+        if cfg.model.get("prune_vocabulary_to_corpora"):
+            unpruned = load_config(args.model, [*args.overrides, "model.prune_vocabulary_to_corpora=false"])
+            st_encoder = build_corpora_and_encoder(unpruned)[2]
+        candidates["sentence-transformers"] = sentence_transformers_run(cfg, st_encoder, datamodule().pairs, steps, tmp.name)
     rates = interleave(candidates, args.rounds)
     ratios = ratio_report(rates, "lightning", "pairs/s")
     write_results(f"train_step_{args.model}_{precision}", {
-        "model": args.model, "encoder": encoder.name, "batch_size": batch_size, "steps": steps,
+        "model": args.model, "encoder": encoder.name, "overrides": args.overrides, "batch_size": batch_size, "steps": steps,
         "trainer_precision": precision, "rounds": args.rounds, "pairs_per_s": rates,
         "lightning_over": ratios,
         "lightning_over_per_round": {name: [c / b for c, b in zip(rates["lightning"], values)]

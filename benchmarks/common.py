@@ -95,15 +95,18 @@ OPERATOR_GROUPS = {
     "attention": ("scaled_dot_product",),
     "optimizer": ("adamw", "adam"),
     "gradient clipping": ("_foreach_norm", "linalg_vector_norm", "_foreach_mul"),
-    "embedding backward": ("embedding_dense_backward", "embedding_backward"),
 }
 """Operator-name fragments (case-insensitive) of the groups :func:`operator_shares` reports."""
 
+INCLUSIVE = {"embedding backward": "EmbeddingBackward"}
+"""Autograd functions reported with everything they call (the zero fill of a dense embedding
+gradient shows up as ``aten::fill_`` in self time)."""
+
 
 def operator_shares(prof) -> dict:
-    """Shares of a ``torch.profiler`` run's self CPU time: per operator, best first, and per group
-    of :data:`OPERATOR_GROUPS` (an operator counts in the first group whose fragment it contains;
-    ``other``: none)."""
+    """Shares of a ``torch.profiler`` run's self CPU time: per operator, best first; per group of
+    :data:`OPERATOR_GROUPS` (an operator counts in the first group whose fragment it contains;
+    ``other``: none); and the inclusive time of the functions of :data:`INCLUSIVE`."""
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     operators = {e.key: e.self_cpu_time_total / total for e in sorted(events, key=lambda e: -e.self_cpu_time_total)}
@@ -111,7 +114,8 @@ def operator_shares(prof) -> dict:
     for name, share in operators.items():
         group = next((g for g, marks in OPERATOR_GROUPS.items() if any(m in name.lower() for m in marks)), "other")
         groups[group] += share
-    return {"operators": operators, "groups": groups}
+    inclusive = {name: sum(e.cpu_time_total for e in events if mark in e.key) / total for name, mark in INCLUSIVE.items()}
+    return {"operators": operators, "groups": groups, "inclusive": inclusive}
 
 
 def machine() -> str:

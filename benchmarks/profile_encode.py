@@ -34,10 +34,12 @@ def main() -> None:
         encode_texts(encoder, texts, "passage", cfg.eval.batch_size, precision=args.precision)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     shares = operator_shares(prof)
-    print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()))
+    print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()),
+          "; inclusive: " + ", ".join(f"{name} {share:.1%}" for name, share in shares["inclusive"].items()))
     write_results(f"profile_encode_{args.model}_{args.precision}", {
         "model": args.model, "encoder": encoder.name, "texts": len(texts), "precision": args.precision,
         "batch_size": cfg.eval.batch_size, "group_shares": shares["groups"],
+        "inclusive_shares": shares["inclusive"],
         "top_self_cpu_shares": dict(list(shares["operators"].items())[: args.top]),
     })
 

@@ -54,10 +54,12 @@ def main() -> None:
             step(batch)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     shares = operator_shares(prof)
-    print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()))
+    print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()),
+          "; inclusive: " + ", ".join(f"{name} {share:.1%}" for name, share in shares["inclusive"].items()))
     write_results(f"profile_train_step_{args.model}_{cfg.trainer.precision}", {
         "model": args.model, "encoder": encoder.name, "batch_size": cfg.batch_size, "steps": args.steps,
         "trainer_precision": str(cfg.trainer.precision), "group_shares": shares["groups"],
+        "inclusive_shares": shares["inclusive"],
         "top_self_cpu_shares": dict(list(shares["operators"].items())[: args.top]),
     })
 

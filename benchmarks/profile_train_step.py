@@ -5,7 +5,8 @@ both sides and InfoNCE under the precision of ``trainer.precision`` (``bf16-mixe
 autocast), backward, gradient clipping, fused AdamW. One unprofiled warm-up step, then
 ``--steps`` profiled steps on the config's training batches. Printed: operators by self CPU time;
 written: the shares of the groups of :func:`common.operator_shares` (matrix products, attention,
-optimizer, embedding backward, gradient clipping, the rest) and the top operators.
+optimizer, gradient clipping, the rest), the inclusive share of the embedding backward, and the
+top operators.
 
     OMP_NUM_THREADS=1 python benchmarks/profile_train_step.py --model e5_small batch_size=32 trainer.precision=bf16-mixed
 """

@@ -57,8 +57,9 @@ def main() -> None:
     shares = operator_shares(prof)
     print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()),
           "; inclusive: " + ", ".join(f"{name} {share:.1%}" for name, share in shares["inclusive"].items()))
-    write_results(f"profile_train_step_{args.model}_{cfg.trainer.precision}", {
-        "model": args.model, "encoder": encoder.name, "batch_size": cfg.batch_size, "steps": args.steps,
+    pruned = "_pruned-vocabulary" if cfg.model.get("prune_vocabulary_to_corpora") else ""
+    write_results(f"profile_train_step_{args.model}_{cfg.trainer.precision}_{corpus.name}{pruned}", {
+        "model": args.model, "encoder": encoder.name, "corpus": corpus.name, "batch_size": cfg.batch_size, "steps": args.steps,
         "trainer_precision": str(cfg.trainer.precision), "group_shares": shares["groups"],
         "inclusive_shares": shares["inclusive"],
         "top_self_cpu_shares": dict(list(shares["operators"].items())[: args.top]),

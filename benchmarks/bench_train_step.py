@@ -123,7 +123,8 @@ def main() -> None:
         candidates["sentence-transformers"] = sentence_transformers_run(cfg, st_encoder, datamodule().pairs, steps, tmp.name)
     rates = interleave(candidates, args.rounds)
     ratios = ratio_report(rates, "lightning", "pairs/s")
-    write_results(f"train_step_{args.model}_{precision}", {
+    pruned = "_pruned-vocabulary" if cfg.model.get("prune_vocabulary_to_corpora") else ""
+    write_results(f"train_step_{args.model}_{precision}_{corpus.name}{pruned}", {
         "model": args.model, "encoder": encoder.name, "overrides": args.overrides, "batch_size": batch_size, "steps": steps,
         "trainer_precision": precision, "rounds": args.rounds, "pairs_per_s": rates,
         "lightning_over": ratios,

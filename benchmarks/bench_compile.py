@@ -203,7 +203,7 @@ def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], b
         limit = torch._dynamo.config.recompile_limit
         result = {"pad_to_multiple_of": pad, "dynamic": str(dynamic), "encode_shapes": len(shapes),
                   "encode_graphs": graphs["encode"], "train_shapes": len(train_shapes), "train_graphs": graphs["train"],
-                  # Past the limit dynamo stops compiling the frame and runs it eagerly.
+                  # Parts whose graphs reached the limit: every further new shape runs eagerly.
                   "hit_recompile_limit": [part for part, n in graphs.items() if n >= limit]}
         print(f"survey: {result}", flush=True)
         results.append(result)

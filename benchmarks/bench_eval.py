@@ -1,25 +1,31 @@
-"""Evaluation speed on the full XQuAD-R multilingual pool: how much time is spent outside the encoder.
+"""A whole zero-shot evaluation (encode + every metric), as it ran before and as it runs now.
 
-    python benchmarks/bench_eval.py [--data ../shared/data]
+Interleaved per round on the same corpus and encoder:
 
-Times one full evaluation (encode questions and candidates once, then every setting: 121
-language pairs, the multilingual pool, top-k search, bias) with the embedded tiny encoder, and
-prints the share of wall time spent outside the encoder (target: under 10%). As a baseline from
-the same run it also ranks the multilingual pool the naive way (a full argsort of every row) and
-prints how much slower that alone is than all of the metric computation.
+* ``before``: fp32, batches sorted by characters (:func:`common.encode_char_sorted`), the metrics
+  of :func:`evaluate_embeddings`, plus the exact faiss top-k search over the multilingual pool
+  that evaluation ran as a second pass before the top k came from the ranking pass's scores;
+* ``now``: :func:`evaluate_encoder` at ``eval.precision`` (default ``auto``: bf16 on CPUs with
+  native bf16), batches sorted by token count.
+
+Printed and written: seconds of each, the ratio now/before, the share of ``now`` spent outside
+the encoder (metrics), and the mAP of both. With ``--question-ids N`` an evenly spaced subset of
+N question ids is evaluated (its questions and their answer sentences); the full-corpus time of
+each side is then extrapolated by text count. ``--naive`` also ranks the multilingual pool by a
+full argsort of every score row (the oracle of the multilingual mAP) and times it.
+
+    OMP_NUM_THREADS=1 HYBRIDSWEEP_DATA=../shared/data python benchmarks/bench_eval.py --model e5_small eval=xquad_r --question-ids 100
 """
 
 from __future__ import annotations
 
-import argparse
-import tempfile
+import statistics
 import time
-from pathlib import Path
 
+import faiss
 import numpy as np
+from common import build_corpora_and_encoder, encode_char_sorted, interleave, load_config, machine, parser, write_results
 
-from hybridsweep.data.lareqa import load_lareqa
-from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import average_precision
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
@@ -40,31 +46,74 @@ def naive_multilingual_map(corpus, question_emb, candidate_emb) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    parser.add_argument("--batch-size", type=int, default=256)
-    args = parser.parse_args()
+    args = parser(__doc__.splitlines()[0])
+    args.add_argument("--question-ids", type=int, default=0, help="an evenly spaced subset of N question ids (0: all)")
+    args.add_argument("--naive", action="store_true", help="also time the full-sort multilingual mAP")
+    args.add_argument("--sides", default="before,now", help="which of before, now to run (comma-separated)")
+    args.set_defaults(rounds=1)
+    args = args.parse_args()
+    cfg = load_config(args.model, args.overrides)
+    _, full, encoder = build_corpora_and_encoder(cfg)
+    corpus = full
+    if args.question_ids:
+        ids = full.question_ids
+        corpus = full.select_ids(set(ids[:: max(1, len(ids) // args.question_ids)][: args.question_ids]))
+    questions = [q.text for q in corpus.questions]
+    candidates = [c.text for c in corpus.candidates]
+    n_texts, n_full = len(questions) + len(candidates), len(full.questions) + len(full.candidates)
+    batch, top_k, precision = cfg.eval.batch_size, cfg.eval.top_k, cfg.eval.precision
+    print(f"machine: {machine()}")
+    print(f"model: {encoder.name} ({args.model}); {len(questions)} questions + {len(candidates)} candidates "
+          f"of {full.name} ({n_full} texts in all); batch {batch}; now: eval.precision={precision}", flush=True)
+    seconds: dict[str, list[float]] = {"before": [], "now": [], "now encode": []}
+    results = {}
 
-    train = load_lareqa("mlqa-r", root=args.data)
-    corpus = load_lareqa("xquad-r", root=args.data)
-    with tempfile.TemporaryDirectory() as cache:
-        encoder = tiny_bert(train, cache_dir=cache)  # the embedded default, tokenizer from MLQA-R
-    start = time.perf_counter()
-    question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", args.batch_size)
-    candidate_emb = encode_texts(encoder, [c.text for c in corpus.candidates], "passage", args.batch_size)
-    encoded = time.perf_counter()
-    result = evaluate_embeddings(corpus, question_emb, candidate_emb)
-    done = time.perf_counter()
-    naive_map = naive_multilingual_map(corpus, question_emb, candidate_emb)
-    naive = time.perf_counter() - done
+    def before() -> float:
+        start = time.perf_counter()
+        q = encode_char_sorted(encoder, questions, "query", batch, "fp32")
+        c = encode_char_sorted(encoder, candidates, "passage", batch, "fp32")
+        results["before"] = evaluate_embeddings(corpus, q, c, top_k)
+        index = faiss.IndexFlatIP(c.shape[1])
+        index.add(c)
+        index.search(q, top_k)
+        seconds["before"].append(time.perf_counter() - start)
+        return 1 / seconds["before"][-1]
 
-    encode_s, metric_s = encoded - start, done - encoded
-    print(f"pool: {len(corpus.questions)} questions x {len(corpus.candidates)} candidates, {len(corpus.languages)} languages")
-    print(f"encoder:            {encode_s:8.2f} s")
-    print(f"outside encoder:    {metric_s:8.2f} s  (121 pairs + multilingual + top-k + bias)")
-    print(f"share outside encoder: {metric_s / (encode_s + metric_s):.2%}  (target < 10%)")
-    print(f"baseline full-sort multilingual mAP alone: {naive:8.2f} s = {naive / metric_s:.1f}x all metrics "
-          f"(mAP {naive_map:.6f} vs {result.metrics['map_full/multilingual']:.6f})")
+    def now() -> float:
+        start = time.perf_counter()
+        q = encode_texts(encoder, questions, "query", batch, precision=precision)
+        c = encode_texts(encoder, candidates, "passage", batch, precision=precision)
+        encoded = time.perf_counter()
+        results["now"] = evaluate_embeddings(corpus, q, c, top_k)
+        results["embeddings"] = (q, c)
+        seconds["now"].append(time.perf_counter() - start)
+        seconds["now encode"].append(encoded - start)
+        return 1 / seconds["now"][-1]
+
+    sides = args.sides.split(",")
+    rates = interleave({side: {"before": before, "now": now}[side] for side in sides}, args.rounds)
+    figures = {"model": args.model, "encoder": encoder.name, "corpus": full.name, "texts": n_texts,
+               "texts_full_corpus": n_full, "precision_now": precision, "rounds": args.rounds,
+               "seconds": {side: seconds[side] for side in (*sides, "now encode") if seconds[side]}}
+    if len(sides) == 2:
+        figures["now_over_before_time"] = statistics.median(b / n for b, n in zip(rates["before"], rates["now"]))
+    if "now" in sides:
+        figures["now_share_outside_encoder"] = statistics.median(
+            1 - e / t for e, t in zip(seconds["now encode"], seconds["now"]))
+    if args.question_ids:
+        scale = n_full / n_texts
+        figures["extrapolated_full_s"] = {side: statistics.median(seconds[side]) * scale for side in sides}
+    for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
+        for side in sides:
+            figures[f"{key} {side}"] = results[side].metrics[key]
+    if args.naive and "now" in sides:
+        start = time.perf_counter()
+        figures["naive_multilingual_map"] = naive_multilingual_map(corpus, *results["embeddings"])
+        figures["naive_full_sort_s"] = time.perf_counter() - start
+    for key, value in figures.items():
+        print(f"{key}: {value}")
+    write_results(f"eval_{args.model}_{full.name}" + (f"_{args.question_ids}ids" if args.question_ids else "")
+                  + ("" if len(sides) == 2 else f"_{sides[0]}"), figures)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 from unittest import mock
 
 import lightning as L
-from common import load_config, machine, parser
+from common import load_config, machine, parser, write_results
 
 import hybridsweep.train as pipeline  # noqa: E402
 
@@ -90,7 +90,14 @@ def main() -> None:
     print(f"sweep of {args.points} points: overhead (incl. one import) {total_overhead:.1f} s "
           f"= {total_overhead / total_fit:.1%} of training time {total_fit:.1f} s")
     warm = rows[1:] or rows
-    print(f"warm point overhead / fit: {sum(r[3] for r in warm) / sum(r[1] for r in warm):.1%}")
+    warm_share = sum(r[3] for r in warm) / sum(r[1] for r in warm)
+    print(f"warm point overhead / fit: {warm_share:.1%}")
+    write_results(f"sweep_overhead_{args.model}", {
+        "model": args.model, "overrides": args.overrides, "import_s": imports,
+        "points": [{"total_s": t, "fit_s": f, "eval_s": e, "overhead_s": o, "overhead_over_fit": o / f}
+                   for t, f, e, o in rows],
+        "warm_overhead_over_fit": warm_share,
+    })
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ round, each for ``--steps`` steps of ``batch_size`` pairs:
 * ``lightning``: :class:`DualEncoderModule` under the Trainer of the config (MLflow logger,
   progress bar and gradient clipping included), batches from :class:`PairDataModule`.
 * ``plain loop``: the same batches from the same data loader, forward, InfoNCE, backward, gradient
-  clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit.
+  clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit. It
+  runs at the Trainer's precision (``trainer.precision=bf16-mixed``: forward and loss under bf16
+  autocast, as Lightning's plugin does), so the two compare at equal settings.
 * ``sentence-transformers``: the backbone saved and reloaded as a ``SentenceTransformer``
   (Transformer + mean Pooling) trained by ``SentenceTransformerTrainer`` with
   ``MultipleNegativesRankingLoss`` (scale 1/temperature, cosine similarity: the same loss) on the
-  same pairs, batched by its own random sampler, with its default optimiser (fused AdamW, as here).
+  same pairs, batched by its own random sampler, at its own defaults (fp32, fused AdamW).
 
 The rate is measured from the end of the first step to the end of the last, so start-up and the
 first step's one-off costs are excluded on every side; data loading and tokenisation are included.
@@ -27,11 +29,12 @@ import time
 import warnings
 
 import torch
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report, write_results
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from hybridsweep.data.datamodule import PairDataModule
+from hybridsweep.evaluation.precision import autocast_context
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.tracking import RunTracker
 
@@ -66,11 +69,18 @@ def main() -> None:
         )
 
     def fresh_module() -> DualEncoderModule:
-        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim)
+        # In training mode on every side (dropout on): a backbone loaded by from_pretrained starts in
+        # eval mode, and Lightning keeps the modes it finds, so left alone that side would skip dropout.
+        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim).train()
 
+    precision = str(cfg.trainer.precision)
+    if precision not in ("32-true", "32", "bf16-mixed"):
+        raise SystemExit(f"trainer.precision={precision}: the plain loop mirrors 32-true and bf16-mixed only")
+    plain_precision = "bf16" if precision == "bf16-mixed" else "fp32"
     tmp = tempfile.TemporaryDirectory()
     print(f"machine: {machine()}")
-    print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round")
+    print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round; "
+          f"trainer.precision={precision} (plain loop {plain_precision}, sentence-transformers fp32)")
 
     def lightning_run() -> float:
         clock = StepClock()
@@ -92,7 +102,8 @@ def main() -> None:
         ends = []
         model.train()
         for batch in itertools.islice(batches, steps):
-            loss = loss_fn(model(**batch["query"]), model(**batch["passage"]))
+            with autocast_context(plain_precision, torch.device("cpu")):
+                loss = loss_fn(model(**batch["query"]), model(**batch["passage"]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
@@ -103,9 +114,23 @@ def main() -> None:
 
     candidates = {"lightning": lightning_run, "plain loop": plain_run}
     if not args.skip_st:
-        candidates["sentence-transformers"] = sentence_transformers_run(cfg, encoder, datamodule().pairs, steps, tmp.name)
+        # sentence-transformers trains the backbone as published: a pruned vocabulary is the project's
+        # own variant (exact on the corpora's texts), so that side gets the unpruned model.
+        st_encoder = encoder
+        if cfg.model.get("prune_vocabulary_to_corpora"):
+            unpruned = load_config(args.model, [*args.overrides, "model.prune_vocabulary_to_corpora=false"])
+            st_encoder = build_corpora_and_encoder(unpruned)[2]
+        candidates["sentence-transformers"] = sentence_transformers_run(cfg, st_encoder, datamodule().pairs, steps, tmp.name)
     rates = interleave(candidates, args.rounds)
-    ratio_report(rates, "lightning", "pairs/s")
+    ratios = ratio_report(rates, "lightning", "pairs/s")
+    pruned = "_pruned-vocabulary" if cfg.model.get("prune_vocabulary_to_corpora") else ""
+    write_results(f"train_step_{args.model}_{precision}_{corpus.name}{pruned}", {
+        "model": args.model, "encoder": encoder.name, "overrides": args.overrides, "batch_size": batch_size, "steps": steps,
+        "trainer_precision": precision, "rounds": args.rounds, "pairs_per_s": rates,
+        "lightning_over": ratios,
+        "lightning_over_per_round": {name: [c / b for c, b in zip(rates["lightning"], values)]
+                                     for name, values in rates.items() if name != "lightning"},
+    })
 
 
 def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):

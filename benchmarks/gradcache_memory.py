@@ -22,7 +22,8 @@ import torch
 # One thread: on a shared machine extra threads only spin; the memory figures do not depend on it.
 torch.set_num_threads(1)
 
-from process_memory import peak_bytes, reset_peak, rss_bytes  # noqa: E402 (after the thread setting)
+from common import write_results  # noqa: E402 (after the thread setting)
+from process_memory import peak_bytes, reset_peak, rss_bytes  # noqa: E402
 
 
 def one_step(batch_size: int, mini_batch_size: int | None) -> dict:
@@ -77,8 +78,11 @@ def main() -> None:
               f"above pre-step RSS {(r['peak'] - r['rss_before']) / 2**20:7.1f} MiB, step {r['seconds']:.1f} s")
     small, large = results[args.small], results[args.large]
     print(f"ratio peak RSS {args.large}/{args.small}: {large['peak'] / small['peak']:.3f}")
-    print(f"ratio step increment {args.large}/{args.small}: "
-          f"{(large['peak'] - large['rss_before']) / (small['peak'] - small['rss_before']):.3f}")
+    increment = (large['peak'] - large['rss_before']) / (small['peak'] - small['rss_before'])
+    print(f"ratio step increment {args.large}/{args.small}: {increment:.3f}")
+    write_results("gradcache_memory", {"mini_batch_size": args.mini_batch, "steps": {str(b): r for b, r in results.items()},
+                                       "peak_ratio_large_over_small": large["peak"] / small["peak"],
+                                       "step_increment_ratio_large_over_small": increment})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import torch
 
 torch.set_num_threads(1)  # both sides on one thread: a like-for-like ratio on a shared machine
 
+from common import write_results  # noqa: E402
+
 
 def main() -> None:
     from hybridsweep.data.datamodule import PairCollator
@@ -53,6 +55,9 @@ def main() -> None:
     step_rate = args.steps * args.batch_size / (time.perf_counter() - start)
     print(f"loader {loader_rate:,.0f} pairs/s, training step {step_rate:,.0f} pairs/s, "
           f"ratio loader/step {loader_rate / step_rate:.2f} (batch {args.batch_size}, {args.steps} steps)")
+    write_results("loader_throughput", {"batch_size": args.batch_size, "steps": args.steps,
+                                        "loader_pairs_per_s": loader_rate, "step_pairs_per_s": step_rate,
+                                        "loader_over_step": loader_rate / step_rate})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from common import write_results
 from process_memory import peak_bytes, reset_peak, rss_bytes
 
 
@@ -69,6 +70,8 @@ def main() -> None:
         print(f"{r['gigabytes']:7.3f} GB ({r['root']}): {r['pairs']} pairs, peak RSS {r['peak'] / 2**20:7.1f} MiB "
               f"(ratio {r['peak'] / base['peak']:.3f}), after imports {r['rss_after_imports'] / 2**20:6.1f} MiB, "
               f"{r['pairs'] / r['seconds']:,.0f} pairs/s")
+    write_results("streaming_memory", {"batch_size": args.batch_size, "pairs": args.pairs, "directories": results,
+                                       "peak_ratio_to_smallest": [r["peak"] / base["peak"] for r in results]})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import has_fast_bf16, resolve_precision
+from hybridsweep.evaluation.precision import has_fast_bf16, resolve_precision, resolve_trainer_precision
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 from hybridsweep.schema import ConfigError, validate
 from hybridsweep.train import config_dir
@@ -64,3 +64,30 @@ def test_config_rejects_an_unknown_precision_naming_the_key():
         cfg = compose("train", overrides=["eval.precision=fp16"])
     with pytest.raises(ConfigError, match=r"eval\.precision.*fp32, bf16, auto"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", torch.device("cpu"), "auto"])
+def test_auto_trainer_precision_is_bf16_mixed_exactly_where_bf16_is_native(accelerator, monkeypatch):
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+        assert resolve_trainer_precision("auto", accelerator) == ("bf16-mixed" if native else "32-true")
+
+
+def test_auto_trainer_precision_on_gpus_follows_cuda_bf16_support(monkeypatch):
+    for supported, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert resolve_trainer_precision("auto", "gpu") == expected
+        assert resolve_trainer_precision("auto", "cuda") == expected
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_trainer_precision("auto", "auto") == expected
+    assert resolve_trainer_precision("auto", "mps") == "32-true"
+
+
+def test_explicit_trainer_precisions_pass_through_and_unknown_accelerators_are_named():
+    for precision in ("32-true", "bf16-mixed", "16-mixed", 32):
+        assert resolve_trainer_precision(precision, "cpu") == precision
+    with pytest.raises(ValueError, match="trainer.accelerator='tpu'"):
+        resolve_trainer_precision("auto", "tpu")

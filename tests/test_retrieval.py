@@ -1,8 +1,9 @@
+import faiss
 import numpy as np
 import pytest
 
 from hybridsweep.data.parallel_qa import Candidate, ParallelQA, Question
-from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.evaluation.retrieval import evaluate_embeddings, top_k_positions
 
 LANGS = ["de", "en", "ru"]
 
@@ -77,19 +78,24 @@ def test_perfectly_aligned_embeddings_score_one_everywhere():
     assert metrics["recall_at_3/multilingual"] == pytest.approx(1.0)
 
 
-def test_recall_from_faiss_search_agrees_with_ranks():
-    corpus = _corpus()
+def test_recall_and_same_language_share_agree_with_a_faiss_search():
+    """The top k come from the ranking pass's own scores; faiss's exact search is the reference."""
+    corpus = _corpus(n_ids=30, distractors=5)
     rng = np.random.default_rng(2)
     q_emb = _unit(rng.normal(size=(len(corpus.questions), 8)))
     c_emb = _unit(rng.normal(size=(len(corpus.candidates), 8)))
     k = 10
     metrics = evaluate_embeddings(corpus, q_emb, c_emb, top_k=k).metrics
-    expected = []
+    index = faiss.IndexFlatIP(c_emb.shape[1])
+    index.add(c_emb)
+    hits = index.search(q_emb, k)[1]
+    recall, same_language = [], []
     for q, question in enumerate(corpus.questions):
-        order = np.argsort(-(c_emb @ q_emb[q]))[:k]
         rel = {c for c, cand in enumerate(corpus.candidates) if question.id in cand.answer_ids}
-        expected.append(len(rel & set(order.tolist())) / len(rel))
-    assert metrics[f"recall_at_{k}/multilingual"] == pytest.approx(np.mean(expected))
+        recall.append(len(rel & set(hits[q].tolist())) / len(rel))
+        same_language.append(np.mean([corpus.candidates[c].lang == question.lang for c in hits[q]]))
+    assert metrics[f"recall_at_{k}/multilingual"] == pytest.approx(np.mean(recall))
+    assert metrics[f"bias/same_lang_share_at_{k}"] == pytest.approx(np.mean(same_language))
 
 
 def test_every_search_engine_finds_the_exact_neighbours():
@@ -104,3 +110,36 @@ def test_every_search_engine_finds_the_exact_neighbours():
     for engine in {"torch", available_engine()}:
         assert np.array_equal(nearest(queries, pool, 7, engine), reference), engine
     assert nearest(queries, pool[:3], 7, "torch").shape == (40, 3)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 64, 100])
+def test_top_k_positions_equal_the_head_of_a_full_sort(k):
+    rng = np.random.default_rng(k)
+    scores = rng.normal(size=(40, 64)).astype(np.float32)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_k_positions(scores, k), expected)
+
+
+def test_top_k_positions_agree_with_faiss_on_embeddings():
+    rng = np.random.default_rng(3)
+    queries, pool = _unit(rng.normal(size=(300, 24))), _unit(rng.normal(size=(2000, 24)))
+    index = faiss.IndexFlatIP(24)
+    index.add(pool)
+    np.testing.assert_array_equal(top_k_positions(queries @ pool.T, 20), index.search(queries, 20)[1])
+
+
+def test_tied_scores_are_ordered_by_position_and_selected_by_value():
+    # Scores on a coarse grid tie often: within the top k the order is (score desc, position asc),
+    # and the selected scores are always the k largest, whichever tied entries fill the last places.
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 6, size=(200, 30)).astype(np.float32)
+    k = 8
+    top = top_k_positions(scores, k)
+    chosen = np.take_along_axis(scores, top, axis=1)
+    np.testing.assert_array_equal(chosen, -np.sort(-scores, axis=1)[:, :k])
+    same_score = chosen[:, 1:] == chosen[:, :-1]
+    assert same_score.any() and (top[:, 1:][same_score] > top[:, :-1][same_score]).all()
+    stable = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    clean = scores[np.arange(len(scores)), stable[:, -1]] > np.sort(scores, axis=1)[:, -k - 1]
+    assert clean.any()
+    np.testing.assert_array_equal(top[clean], stable[clean])

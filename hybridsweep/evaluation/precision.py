@@ -1,10 +1,15 @@
-"""Which floating-point precision evaluation encodes in: ``fp32``, ``bf16`` or ``auto``.
+"""Which floating-point precision evaluation encodes in (``fp32``, ``bf16`` or ``auto``) and
+which precision the Trainer trains in (``trainer.precision``, ``auto`` included).
 
 ``bf16`` runs the forward pass under ``torch.autocast`` with bfloat16, so matrix products take
 bf16 inputs and accumulate in fp32 while layer norms and softmax stay in fp32; embeddings are
 returned as fp32. ``auto`` picks bf16 only where the hardware multiplies bf16 natively (CUDA
 devices that report bf16 support; CPUs with AVX512-BF16 or AMX), because elsewhere bf16 is
 emulated and slower than fp32.
+
+For training, ``trainer.precision: auto`` resolves on the same test to Lightning's
+``bf16-mixed`` (autocast to bf16 in forward and backward, fp32 master weights and optimiser
+state, no loss scaling) or ``32-true``.
 """
 
 from __future__ import annotations
@@ -42,3 +47,28 @@ def autocast_context(precision: Precision, device: torch.device) -> contextlib.A
     if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def accelerator_device(accelerator: str | torch.device) -> torch.device:
+    """The device type a Lightning ``accelerator`` name trains on (``auto``: what Lightning picks)."""
+    if isinstance(accelerator, torch.device):
+        return accelerator
+    name = str(accelerator).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name in ("gpu", "cuda"):
+        return torch.device("cuda")
+    if name in ("cpu", "mps"):
+        return torch.device(name)
+    raise ValueError(f"trainer.accelerator={accelerator!r}: expected cpu, gpu, cuda, mps or auto")
+
+
+def resolve_trainer_precision(precision: str | int, accelerator: str | torch.device) -> str | int:
+    """``trainer.precision: auto`` made concrete: ``bf16-mixed`` where the accelerator multiplies
+    bf16 natively (:func:`has_fast_bf16`), else ``32-true``; any other value is returned
+    unchanged for Lightning to validate."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if has_fast_bf16(accelerator_device(accelerator)) else "32-true"

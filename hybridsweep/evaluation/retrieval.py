@@ -9,10 +9,10 @@ averages over all questions, and its rankings give the language-bias measures
 (:mod:`hybridsweep.evaluation.bias`).
 
 Questions and candidates are encoded once and shared by all settings, and so is the search: each
-question is scored once against the multilingual pool (candidates grouped by language), and one
-pass of comparisons yields every relevant candidate's rank in the whole pool and in its own
-language's pool, which is its rank in the language pair's setting. The top k come from an exact
-faiss inner-product search over the same pool.
+question is scored once against the multilingual pool (candidates grouped by language), and from
+that one score matrix come every relevant candidate's rank in the whole pool and in its own
+language's pool (its rank in the language pair's setting), and the question's top k (exact
+inner-product search: a partial selection of the same scores, no second search).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import pandas as pd
 
@@ -50,18 +49,32 @@ class RetrievalResult:
     ``all`` for the multilingual pool) and ``ap``; the basis of bootstrap intervals over questions."""
 
 
+def top_k_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Pool positions of each row's ``k`` highest scores, best first (ties: lower position first).
+
+    A partial selection (``argpartition``, linear in the pool size), then a sort of the ``k``
+    selected entries only. Where scores tie across the k-th place, which of them is selected is
+    up to the partial selection (as with any exact top-k search).
+    """
+    k = min(k, scores.shape[1])
+    selected = np.argpartition(-scores, k - 1, axis=1)[:, :k] if 0 < k < scores.shape[1] else (
+        np.broadcast_to(np.arange(k), (len(scores), k)))
+    chosen = np.take_along_axis(scores, selected, axis=1)
+    order = np.lexsort((selected, -chosen), axis=1)
+    return np.take_along_axis(selected, order, axis=1).astype(np.int64)
+
+
 def _search(question_emb, pool_emb, positions, valid, block_starts, top_k):
     """Overall and within-block ranks of each question's relevant pool positions ((n, width) each),
-    its top k pool positions (exact inner-product search with faiss), and how many of its relevant
-    candidates are among them."""
+    its top k pool positions, and how many of its relevant candidates are among them; all from one
+    exact inner-product score matrix, computed ``_QUERY_CHUNK`` questions at a time."""
     overall, within = np.zeros_like(positions), np.zeros_like(positions)
+    hits = np.zeros((len(question_emb), min(top_k, len(pool_emb))), dtype=np.int64)
     for start in range(0, len(question_emb), _QUERY_CHUNK):
         chunk = slice(start, start + _QUERY_CHUNK)
         scores = question_emb[chunk] @ pool_emb.T
         overall[chunk], within[chunk] = block_ranks(scores, positions[chunk], block_starts)
-    index = faiss.IndexFlatIP(pool_emb.shape[1])
-    index.add(np.ascontiguousarray(pool_emb, dtype=np.float32))
-    hits = index.search(np.ascontiguousarray(question_emb, dtype=np.float32), min(top_k, len(pool_emb)))[1]
+        hits[chunk] = top_k_positions(scores, top_k)
     found = ((positions[:, :, None] == hits[:, None, :]).any(-1) & valid).sum(1)
     return overall, within, hits, found
 
@@ -158,7 +171,7 @@ class LareqaSuite:
 
 
 def evaluate_encoder(
-    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 256, top_k: int = 20, precision: Precision = "fp32"
+    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 64, top_k: int = 20, precision: Precision = "fp32"
 ) -> RetrievalResult:
     """Encode a corpus's questions and candidates once where the encoder sits (no Trainer), then
     evaluate every setting."""

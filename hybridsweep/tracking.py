@@ -41,6 +41,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import logging
 import os
 import random
 import socket
@@ -73,6 +74,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from hybridsweep import RESULTS_VERSION, __version__  # noqa: E402
 from hybridsweep.evaluation.figures import heatmap  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Tag names
@@ -293,6 +296,7 @@ class RunTracker:
         self.uri, self.run_id = uri, run_id
         self.client = client(uri) if uri else None
         self._logged = _LoggedSteps(self.client, run_id) if run_id and resumed else _LoggedSteps()
+        self._resumed = resumed
         self._heartbeat = self._system = None
         if run_id and heartbeat_s:
             self._heartbeat = _Heartbeat(uri, run_id, heartbeat_s)
@@ -326,9 +330,19 @@ class RunTracker:
         return RunLogger(self._logged, tracking_uri=self.uri, run_id=self.run_id)
 
     def log_params(self, params: Mapping[str, object]) -> None:
+        """Log ``params``; a resumed run keeps the values it first logged (MLflow refuses to change
+        a param), and those that differ now, necessarily outside the identity (data and cache
+        locations, thread count), are named in the log."""
         if not self.active:
             return
-        items = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
+        values = {k: str(v)[:_PARAM_LIMIT] for k, v in params.items()}
+        if self._resumed:
+            before = self.client.get_run(self.run_id).data.params
+            changed = sorted(k for k, v in values.items() if k in before and before[k] != v)
+            if changed:
+                log.info("resumed run %s keeps its first values of %s", self.run_id, ", ".join(changed))
+            values = {k: v for k, v in values.items() if k not in before}
+        items = [Param(k, v) for k, v in values.items()]
         for start in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(self.run_id, params=items[start: start + _PARAM_BATCH])
 

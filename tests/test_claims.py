@@ -39,6 +39,21 @@ def test_the_decision_follows_the_state_of_the_points_runs(tmp_path):
     assert _claim(uri, "p2").run_id not in (first.run_id, fresh.run_id)  # another identity, another run
 
 
+def test_a_resumed_run_keeps_the_params_it_logged_first(tmp_path):
+    """Resuming from another data or cache location (outside the identity) must not fail on
+    MLflow's refusal to change a param: the first values stay, new keys are added."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _claim(uri)
+    tracking.RunTracker(uri, first.run_id).log_params({"data.corpus.root": "../shared/data", "batch_size": 8})
+    MlflowClient(uri).set_terminated(first.run_id, "KILLED")
+    again = _claim(uri)
+    assert again.resumed
+    tracking.RunTracker(uri, again.run_id, resumed=True).log_params(
+        {"data.corpus.root": "/elsewhere/data", "batch_size": 8, "runtime.torch_threads": 2})
+    params = MlflowClient(uri).get_run(first.run_id).data.params
+    assert params == {"data.corpus.root": "../shared/data", "batch_size": "8", "runtime.torch_threads": "2"}
+
+
 def test_a_claim_goes_stale_when_its_heartbeat_stops_or_its_process_is_gone(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = MlflowClient(uri)

@@ -17,13 +17,14 @@ STAMP := $(VENV)/.installed-$(FAISS_EXTRA)
 CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 # Paper tables and curves: PROFILE=tiny|cpu|gpu picks conf/paper/<PROFILE>.yaml.
 PROFILE ?= tiny
+TEST_WORKERS ?= 4
 PAPER_TARGETS := table-xquad table-mlqa table-bias scaling-batch scaling-data scaling-joint
 # Debian's Chromium, which the MLflow UI test and screenshots drive.
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint lock chromium bench mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
+.PHONY: help venv demo test test-fast lint lock chromium bench gpu-check mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
 
 ## The targets and what they do.
 help:
@@ -59,9 +60,10 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m hybridsweep.train -m batch_size=32,128,512
 
-## What CI runs: the linter, then every test (Debian's chromium is installed first if missing).
+## What CI runs: the linter, then every test (Debian's chromium is installed first if missing),
+## one worker per core (at most TEST_WORKERS): the end-to-end tests are one-thread processes.
 test: $(STAMP) lint chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS)
 
 ## Only the fast tests (skips end-to-end runs marked slow).
 test-fast: $(STAMP) lint
@@ -95,6 +97,11 @@ bench: $(VENV)/.installed-bench
 $(VENV)/.installed-bench: $(STAMP)
 	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(FAISS_EXTRA),dev,bench]"
 	touch $@
+
+## One e5-small point (MLQA-R -> XQuAD-R) on this machine's CUDA GPU: pairs/s, texts/s, share of
+## the bf16 peak, peak memory, and its metrics beside the CPU point's (benchmarks/gpu_check.py).
+gpu-check: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu_check.py
 
 ## One paper output into reports/<PROFILE>/: first its sweep, if any point is missing from
 ## MLflow, then the tables/curves from MLflow alone.

@@ -24,31 +24,21 @@ import statistics
 import time
 
 import torch
-from common import build_corpora_and_encoder, encode_char_sorted, interleave, load_config, machine, parser, write_results
+from common import (
+    batch_flops,
+    build_corpora_and_encoder,
+    encode_char_sorted,
+    interleave,
+    load_config,
+    machine,
+    matmul_peak,
+    parser,
+    write_results,
+)
 
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.precision import has_fast_bf16
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 20) -> float:
-    """Best FLOP/s of ``size x size`` matrix products in ``dtype`` over ``repeats`` timed calls."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up: lets oneDNN pick and cache its kernel
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def batch_flops(config, input_ids: torch.Tensor) -> float:
-    """Matrix-product FLOPs of one padded batch through a BERT-style encoder (formula above)."""
-    layers, hidden, mlp = config.num_hidden_layers, config.hidden_size, config.intermediate_size
-    batch, length = input_ids.shape
-    per_token = 2 * layers * (4 * hidden**2 + 2 * hidden * mlp) + 4 * layers * length * hidden
-    return per_token * batch * length
 
 
 def main() -> None:

@@ -118,6 +118,37 @@ def operator_shares(prof) -> dict:
     return {"operators": operators, "groups": groups, "inclusive": inclusive}
 
 
+def matmul_peak(dtype, size: int = 2048, repeats: int = 20, device: str = "cpu") -> float:
+    """Best FLOP/s of ``size x size`` matrix products in ``dtype`` over ``repeats`` timed calls."""
+    import torch
+
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b  # warm-up: lets oneDNN / cuBLAS pick and cache its kernel
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def token_flops(config, length: int) -> float:
+    """Forward matrix-product FLOPs per token of a BERT-style encoder in a batch padded to
+    ``length`` (the formula in bench_encode's docstring); a training step costs three times it."""
+    layers, hidden, mlp = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    return 2 * layers * (4 * hidden**2 + 2 * hidden * mlp) + 4 * layers * length * hidden
+
+
+def batch_flops(config, input_ids) -> float:
+    """Forward matrix-product FLOPs of one padded batch through a BERT-style encoder."""
+    batch, length = input_ids.shape
+    return token_flops(config, length) * batch * length
+
+
 def machine() -> str:
     """One line naming the CPU, its core count, the threads torch uses, and the date."""
     import torch

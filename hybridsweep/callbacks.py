@@ -56,7 +56,12 @@ class ComputeAccounting(Callback):
         self.tokens += int(counts[1])
 
     def metrics(self, trainer: L.Trainer) -> dict[str, float]:
-        return {"pairs_seen": self.pairs, "tokens": self.tokens, "steps": trainer.global_step}
+        """The totals, and on a CUDA device the peak memory its tensors took in this process."""
+        figures = {"pairs_seen": self.pairs, "tokens": self.tokens, "steps": trainer.global_step}
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            figures["peak_device_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        return figures
 
     def state_dict(self) -> dict:
         return {"pairs": self.pairs, "tokens": self.tokens}

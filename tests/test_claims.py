@@ -87,11 +87,14 @@ def test_the_heartbeat_keeps_a_claim_alive_past_its_expiry(tmp_path):
 def test_racing_claims_on_a_tracking_server_elect_one_process(mlflow_server):
     """No lock is shared with a server: contenders write, wait, read back; one goes on."""
     decisions, start = [], threading.Barrier(4)
+    # No heartbeat renews the winner's claim here (a RunTracker would): the expiry is set far
+    # beyond the race, so that a loser slowed by a loaded machine cannot find it stale.
+    race = tracking.ClaimSettings(heartbeat_s=FAST.heartbeat_s, claim_expiry_s=120.0, claim_settle_s=FAST.claim_settle_s)
 
     def contend():
         start.wait()
         try:
-            decisions.append(tracking.claim_run(mlflow_server, "race", "point", "shared", "n", {}, FAST))
+            decisions.append(tracking.claim_run(mlflow_server, "race", "point", "shared", "n", {}, race))
         except Exception as error:  # a failure must show in the assertion, not vanish with its thread
             decisions.append(error)
 

@@ -25,7 +25,7 @@ from hybridsweep.data.parallel_qa import ParallelQA, ensure_disjoint
 from hybridsweep.evaluation.evaluator import Evaluator, log_results
 from hybridsweep.model import DualEncoderModule, TextEncoder
 from hybridsweep.point import MAIN_METRIC, point_context, run_point, write_result
-from hybridsweep.schema import config_dir, register_configs, validate
+from hybridsweep.schema import config_dir, register_configs, resolve_auto, validate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Evaluate ``cfg``'s initializer zero-shot on every suite (once: finished evaluations are
     reused); returns its multilingual mAP."""
     validate(cfg)
+    resolve_auto(cfg)  # eval.precision=auto is part of the zero-shot identity as what it resolves to
     context = point_context(cfg)
     corpus, encoder = build_encoder(cfg)
     evaluator = build_evaluator(cfg, corpus)

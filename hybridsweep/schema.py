@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hybridsweep.evaluation.precision import PRECISIONS
+from hybridsweep.evaluation.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
 
 
 class ConfigError(ValueError):
@@ -265,3 +265,20 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise
     _check_targets(cfg, "")
     return typed
+
+
+def resolve_auto(cfg: DictConfig) -> DictConfig:
+    """``trainer.precision: auto`` and ``eval.precision: auto`` made concrete, in place, for the
+    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.evaluation.precision`):
+    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``.
+
+    The entry points (and :func:`hybridsweep.paper.grid`, which recomputes their identities) call
+    it before a point's identity is computed, so the identity and the logged params hold what
+    ran, and ``auto`` shares its runs with the value it resolves to.
+    Returns ``cfg``.
+    """
+    device = accelerator_device(cfg.trainer.get("accelerator", "auto"))
+    if "precision" in cfg.trainer:
+        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device)
+    cfg.eval.precision = resolve_precision(cfg.eval.precision, device)
+    return cfg

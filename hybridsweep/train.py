@@ -28,7 +28,7 @@ from hybridsweep.evaluate import build_encoder, build_evaluator, describe, zero_
 from hybridsweep.evaluation.evaluator import log_results
 from hybridsweep.export import log_model
 from hybridsweep.point import MAIN_METRIC, point_context, run_point, write_result
-from hybridsweep.schema import config_dir, register_configs, validate
+from hybridsweep.schema import config_dir, register_configs, resolve_auto, validate
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> float:
     """
     started = time.perf_counter()
     validate(cfg)  # before anything is opened or logged
+    resolve_auto(cfg)  # the identity and the params hold the precisions that run, never "auto"
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     context = point_context(cfg)
     digest = tracking.config_hash(cfg)

@@ -183,6 +183,8 @@ class TrainConfig:
     """``torch.set_float32_matmul_precision``: ``high`` allows TF32 on GPUs (trainer=gpu sets it)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
+    """A ``_target_`` node building the encoder; its ``compile`` key (``true``, ``false`` or ``auto``)
+    is the pipeline's (:data:`PIPELINE_KEYS`)."""
     module: Any = None
     """A ``_target_`` node building the Lightning module; the run passes it the encoder."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -208,6 +210,9 @@ class TrainConfig:
                  self.data.validation)
         _require(self.eval.checkpoint == "last" or "model_checkpoint" in (self.callbacks or {}), "eval.checkpoint",
                  "'last' unless callbacks.model_checkpoint keeps the best weights", self.eval.checkpoint)
+        compile_setting = (self.model or {}).get("compile", "auto")
+        _require(isinstance(compile_setting, bool) or compile_setting == "auto", "model.compile", "true, false or auto",
+                 compile_setting)
 
 
 def config_dir() -> str:
@@ -224,6 +229,10 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
+PIPELINE_KEYS = {"model": ("compile",)}
+"""Keys of a ``_target_`` node that the pipeline reads itself and does not pass to the target."""
+
+
 def _check_target(node: DictConfig, key: str) -> None:
     target = node.get("_target_")
     try:
@@ -235,7 +244,7 @@ def _check_target(node: DictConfig, key: str) -> None:
         return
     accepted = set(parameters)
     for name in node:
-        if not str(name).startswith("_") and name not in accepted:
+        if not str(name).startswith("_") and name not in accepted and name not in PIPELINE_KEYS.get(key, ()):
             raise ConfigError(
                 f"{key}.{name} is not an argument of {target}: expected one of {sorted(accepted)}"
             )

@@ -33,15 +33,13 @@ import statistics
 import time
 
 import torch
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, write_results
-from hydra.utils import instantiate
+from common import build_corpora_and_encoder, build_datamodule, build_module, interleave, load_config, machine, parser, write_results
 from torch._dynamo.utils import counters
 
-from hybridsweep.data.datamodule import PairCollator, PairDataModule
+from hybridsweep.data.datamodule import PairCollator
 from hybridsweep.encoders.compile import compile_encoder
 from hybridsweep.evaluation.encode import encode_texts, length_sorted_batches, token_counts
 from hybridsweep.evaluation.precision import autocast_context
-from hybridsweep.model import DualEncoderModule
 
 CPU = torch.device("cpu")
 
@@ -65,14 +63,14 @@ def main() -> None:
     args = args.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     dynamic = parse_dynamic(args.dynamic)
-    cfg = load_config(args.model, args.overrides)
+    # The encoder as built is the eager side; this benchmark compiles its own copies.
+    cfg = load_config(args.model, [*args.overrides, "model.compile=false"])
     corpus, eval_corpus, encoder = build_corpora_and_encoder(cfg)
     half = args.texts // 2
     questions = [q.text for q in eval_corpus.questions][:half]
     candidates = [c.text for c in eval_corpus.candidates][: args.texts - len(questions[:half])]
     n_texts = len(questions) + len(candidates)
-    datamodule = PairDataModule(corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-                                scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed)
+    datamodule = build_datamodule(cfg, corpus, encoder)
     datamodule.collator = list  # batches of raw pair rows, tokenized below by each encoder's own collator
     n_rows = max(args.steps + 1, args.survey_steps)
     rows = list(itertools.islice(itertools.cycle(datamodule.train_dataloader()), n_rows))
@@ -90,7 +88,7 @@ def main() -> None:
         return time.perf_counter() - start
 
     def trainer_for(model, precision: str):
-        module = DualEncoderModule(model, instantiate(cfg.loss), **cfg.optim)
+        module = build_module(cfg, model)
         optimizer, _ = module.optimizer_and_schedule(10 * args.steps)
 
         def step(batch) -> None:
@@ -129,8 +127,8 @@ def main() -> None:
             print(f"[{precision}] encode: {result['encode']}", flush=True)
         if "train" not in skip:
             counters.clear()
-            eager_batches = [PairCollator(encoder)(batch) for batch in rows[: args.steps + 1]]
-            compiled_batches = [PairCollator(compiled)(batch) for batch in rows[: args.steps + 1]]
+            eager_batches = [PairCollator(encoder.text_tokenizer)(batch) for batch in rows[: args.steps + 1]]
+            compiled_batches = [PairCollator(compiled.text_tokenizer)(batch) for batch in rows[: args.steps + 1]]
 
             def train_rate(model, own_batches, first: list | None = None, precision=precision):
                 step = trainer_for(model, precision)
@@ -197,7 +195,7 @@ def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], b
         torch._dynamo.reset()  # a fresh budget of recompile_limit graphs for the training part
         counters.clear()
         model.train()
-        for batch in map(PairCollator(model), rows):
+        for batch in map(PairCollator(model.text_tokenizer), rows):
             for role in ("query", "passage"):
                 train_shapes.add(tuple(batch[role]["input_ids"].shape))
                 model(**batch[role]).sum().backward()

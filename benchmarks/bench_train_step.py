@@ -3,8 +3,10 @@
 Three ways to train the same initial model on the same pairs with the same loss, interleaved per
 round, each for ``--steps`` steps of ``batch_size`` pairs:
 
-* ``lightning``: :class:`DualEncoderModule` under the Trainer of the config (MLflow logger,
-  progress bar and gradient clipping included), batches from :class:`PairDataModule`.
+* ``lightning``: the config's :class:`DualEncoderModule` (``module``) under the Trainer of the
+  config (MLflow logger, progress bar and gradient clipping included), batches from the config's
+  data module (``data.module``), both built as train.py builds them (``common.build_module``,
+  ``common.build_datamodule``).
 * ``plain loop``: the same batches from the same data loader, forward, InfoNCE, backward, gradient
   clipping, AdamW step and schedule step, written out by hand: the framework-overhead limit. It
   runs at the Trainer's precision (``trainer.precision=bf16-mixed``: forward and loss under bf16
@@ -29,14 +31,23 @@ import time
 import warnings
 
 import torch
-from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report, write_results
+from common import (
+    bench_tracker,
+    build_corpora_and_encoder,
+    build_datamodule,
+    build_module,
+    interleave,
+    load_config,
+    machine,
+    parser,
+    ratio_report,
+    write_results,
+)
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from hybridsweep.data.datamodule import PairDataModule
 from hybridsweep.evaluation.precision import autocast_context
 from hybridsweep.model import DualEncoderModule
-from hybridsweep.tracking import RunTracker
 
 
 def pairs_per_second(step_ends: list[float], batch_size: int) -> float:
@@ -58,20 +69,18 @@ def main() -> None:
     args.add_argument("--steps", type=int, default=30)
     args.add_argument("--skip-st", action="store_true", help="leave sentence-transformers out")
     args = args.parse_args()
-    cfg = load_config(args.model, args.overrides)
+    # The three sides train the same eager model (model.compile is bench_compile.py's subject).
+    cfg = load_config(args.model, [*args.overrides, "model.compile=false"])
     corpus, _, encoder = build_corpora_and_encoder(cfg)
     steps, batch_size = args.steps, cfg.batch_size
 
-    def datamodule() -> PairDataModule:
-        return PairDataModule(
-            corpus, encoder, batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-            scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed, num_workers=cfg.data.num_workers,
-        )
+    def datamodule():
+        return build_datamodule(cfg, corpus, encoder)
 
     def fresh_module() -> DualEncoderModule:
         # In training mode on every side (dropout on): a backbone loaded by from_pretrained starts in
         # eval mode, and Lightning keeps the modes it finds, so left alone that side would skip dropout.
-        return DualEncoderModule(copy.deepcopy(encoder), instantiate(cfg.loss), **cfg.optim).train()
+        return build_module(cfg, copy.deepcopy(encoder)).train()
 
     precision = str(cfg.trainer.precision)
     if precision not in ("32-true", "32", "bf16-mixed"):
@@ -84,13 +93,12 @@ def main() -> None:
 
     def lightning_run() -> float:
         clock = StepClock()
-        tracker = RunTracker(f"sqlite:///{tmp.name}/mlflow.db", "bench", "lightning")
-        trainer = instantiate(
-            cfg.trainer, max_epochs=-1, max_steps=steps, logger=tracker.lightning_logger(),
-            callbacks=[clock], enable_checkpointing=False, default_root_dir=tmp.name,
-        )
-        trainer.fit(fresh_module(), datamodule=datamodule())
-        tracker.finish()
+        with bench_tracker(f"sqlite:///{tmp.name}/mlflow.db", "bench", "lightning") as tracker:
+            trainer = instantiate(
+                cfg.trainer, max_epochs=-1, max_steps=steps, logger=tracker.lightning_logger(),
+                callbacks=[clock], enable_checkpointing=False, default_root_dir=tmp.name,
+            )
+            trainer.fit(fresh_module(), datamodule=datamodule())
         return pairs_per_second(clock.ends, batch_size)
 
     def plain_run() -> float:
@@ -118,7 +126,7 @@ def main() -> None:
         # own variant (exact on the corpora's texts), so that side gets the unpruned model.
         st_encoder = encoder
         if cfg.model.get("prune_vocabulary_to_corpora"):
-            unpruned = load_config(args.model, [*args.overrides, "model.prune_vocabulary_to_corpora=false"])
+            unpruned = load_config(args.model, [*args.overrides, "model.compile=false", "model.prune_vocabulary_to_corpora=false"])
             st_encoder = build_corpora_and_encoder(unpruned)[2]
         candidates["sentence-transformers"] = sentence_transformers_run(cfg, st_encoder, datamodule().pairs, steps, tmp.name)
     rates = interleave(candidates, args.rounds)
@@ -161,7 +169,8 @@ def sentence_transformers_run(cfg, encoder, pairs, steps: int, workdir: str):
         model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu")
         training_args = SentenceTransformerTrainingArguments(
             output_dir=f"{workdir}/st", per_device_train_batch_size=cfg.batch_size, max_steps=steps,
-            learning_rate=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, warmup_ratio=cfg.optim.warmup_ratio,
+            learning_rate=cfg.optim.optimizer.lr, weight_decay=cfg.optim.optimizer.weight_decay,
+            warmup_ratio=cfg.optim.scheduler.warmup_ratio,
             max_grad_norm=cfg.trainer.gradient_clip_val, logging_steps=cfg.trainer.log_every_n_steps,
             lr_scheduler_type="linear", save_strategy="no", report_to="none",
             dataloader_drop_last=True, use_cpu=True, seed=cfg.seed,

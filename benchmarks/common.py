@@ -46,27 +46,54 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def load_config(model: str, overrides: list[str]) -> DictConfig:
-    """The validated training config of ``model=<model>`` plus ``overrides``."""
+    """The validated training config of ``model=<model>`` plus ``overrides``, its ``auto``
+    precisions resolved as the entry points resolve them (:func:`hybridsweep.schema.resolve_auto`)."""
     from hydra import compose, initialize_config_dir
 
-    from hybridsweep.schema import register_configs, validate
+    from hybridsweep.schema import register_configs, resolve_auto, validate
     from hybridsweep.train import config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", *overrides])
     validate(cfg)
-    return cfg
+    return resolve_auto(cfg)
 
 
 def build_corpora_and_encoder(cfg: DictConfig):
-    """The training corpus, evaluation corpus and encoder of a config, built as train.py builds them."""
+    """The training corpus, evaluation corpus and encoder of a config, built as train.py builds them
+    (:func:`hybridsweep.evaluate.build_encoder`: compiled as ``model.compile`` says)."""
     from hydra.utils import instantiate
 
-    corpus = instantiate(cfg.data.corpus)
-    eval_corpus = instantiate(cfg.eval.corpus)
-    encoder = instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
-    return corpus, eval_corpus, encoder
+    from hybridsweep.evaluate import build_encoder
+
+    corpus, encoder = build_encoder(cfg)
+    return corpus, instantiate(cfg.eval.corpus), encoder
+
+
+def build_datamodule(cfg: DictConfig, corpus, encoder):
+    """The config's Lightning data module (``data.module``) over ``corpus``, as train.py builds it."""
+    from hydra.utils import instantiate
+
+    # A partial then called, as in train.py: instantiate would turn dataclass arguments into configs.
+    return instantiate(cfg.data.module, _partial_=True)(corpus=corpus, tokenizer=encoder.text_tokenizer)
+
+
+def build_module(cfg: DictConfig, encoder):
+    """The config's Lightning module (``module``: loss, optimizer, schedule) around ``encoder``, as train.py builds it."""
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.module, _partial_=True)(encoder=encoder)
+
+
+def bench_tracker(uri: str, experiment: str, name: str):
+    """A :class:`hybridsweep.tracking.RunTracker` on a new run ``name`` of ``experiment`` in the store at
+    ``uri``, outside the pipeline's claims (a benchmark's runs are never resumed)."""
+    from hybridsweep import tracking
+
+    store = tracking.client(uri)
+    run = store.create_run(tracking.experiment_id(store, experiment), run_name=name)
+    return tracking.RunTracker(uri, run.info.run_id)
 
 
 def encode_char_sorted(encoder, texts: list[str], role: str, batch_size: int, precision: str = "fp32"):

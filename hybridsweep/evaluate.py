@@ -18,22 +18,31 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from mlflow.entities import Run
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from hybridsweep import tracking
 from hybridsweep.data.parallel_qa import ParallelQA, ensure_disjoint
+from hybridsweep.encoders.compile import compile_encoder
 from hybridsweep.evaluation.evaluator import Evaluator, log_results
+from hybridsweep.evaluation.precision import accelerator_device
 from hybridsweep.model import DualEncoderModule, TextEncoder
 from hybridsweep.point import MAIN_METRIC, point_context, run_point, write_result
-from hybridsweep.schema import config_dir, register_configs, validate
+from hybridsweep.schema import config_dir, register_configs, resolve_auto, validate
 
 log = logging.getLogger(__name__)
 
 
 def build_encoder(cfg: DictConfig) -> tuple[ParallelQA, TextEncoder]:
-    """The training corpus and the encoder built from it (tokenizers and pruned vocabularies are)."""
+    """The training corpus and the encoder built from it (tokenizers and pruned vocabularies are),
+    its backbone compiled as ``model.compile`` says for the device ``trainer.accelerator`` trains
+    and evaluates on (:func:`~hybridsweep.encoders.compile.compile_encoder`; compilation itself
+    happens at the first forward pass)."""
     corpus = instantiate(cfg.data.corpus)
-    return corpus, instantiate(cfg.model, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
+    node = cfg.model.copy()  # still attached to the root config: interpolations resolve as before
+    with open_dict(node):
+        setting = node.pop("compile", "auto")  # read by the pipeline, not an argument of the builder
+    encoder = instantiate(node, _partial_=True)(corpus=corpus, cache_dir=cfg.cache_dir)
+    return corpus, compile_encoder(encoder, setting, accelerator_device(cfg.trainer.accelerator))
 
 
 def build_evaluator(cfg: DictConfig, corpus: ParallelQA) -> Evaluator:
@@ -87,6 +96,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Evaluate ``cfg``'s initializer zero-shot on every suite (once: finished evaluations are
     reused); returns its multilingual mAP."""
     validate(cfg)
+    resolve_auto(cfg)  # eval.precision=auto is part of the zero-shot identity as what it resolves to
     context = point_context(cfg)
     corpus, encoder = build_encoder(cfg)
     evaluator = build_evaluator(cfg, corpus)

@@ -51,7 +51,7 @@ from hybridsweep.reports.tables import (
     setting_column,
     write_table,
 )
-from hybridsweep.schema import config_dir, register_configs
+from hybridsweep.schema import config_dir, register_configs, resolve_auto
 from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log_report, tracking_uri, zero_shot_hash
 
 register_configs()
@@ -131,7 +131,7 @@ def grid(overrides: tuple[str, ...]) -> Grid:
     points, older, zero_shot = {}, {}, set()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         for point in expand(list(overrides)):
-            cfg = compose("train", overrides=point)
+            cfg = resolve_auto(compose("train", overrides=point))
             digest = config_hash(cfg)
             points[digest] = tuple(point)
             older |= {config_hash(cfg, version): digest for version in range(1, RESULTS_VERSION)}

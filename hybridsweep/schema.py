@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hybridsweep.evaluation.precision import PRECISIONS
+from hybridsweep.evaluation.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
 
 
 class ConfigError(ValueError):
@@ -183,6 +183,8 @@ class TrainConfig:
     """``torch.set_float32_matmul_precision``: ``high`` allows TF32 on GPUs (trainer=gpu sets it)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None
+    """A ``_target_`` node building the encoder; its ``compile`` key (``true``, ``false`` or ``auto``)
+    is the pipeline's (:data:`PIPELINE_KEYS`)."""
     module: Any = None
     """A ``_target_`` node building the Lightning module; the run passes it the encoder."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -208,6 +210,9 @@ class TrainConfig:
                  self.data.validation)
         _require(self.eval.checkpoint == "last" or "model_checkpoint" in (self.callbacks or {}), "eval.checkpoint",
                  "'last' unless callbacks.model_checkpoint keeps the best weights", self.eval.checkpoint)
+        compile_setting = (self.model or {}).get("compile", "auto")
+        _require(isinstance(compile_setting, bool) or compile_setting == "auto", "model.compile", "true, false or auto",
+                 compile_setting)
 
 
 def config_dir() -> str:
@@ -224,6 +229,10 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
+PIPELINE_KEYS = {"model": ("compile",)}
+"""Keys of a ``_target_`` node that the pipeline reads itself and does not pass to the target."""
+
+
 def _check_target(node: DictConfig, key: str) -> None:
     target = node.get("_target_")
     try:
@@ -235,7 +244,7 @@ def _check_target(node: DictConfig, key: str) -> None:
         return
     accepted = set(parameters)
     for name in node:
-        if not str(name).startswith("_") and name not in accepted:
+        if not str(name).startswith("_") and name not in accepted and name not in PIPELINE_KEYS.get(key, ()):
             raise ConfigError(
                 f"{key}.{name} is not an argument of {target}: expected one of {sorted(accepted)}"
             )
@@ -265,3 +274,20 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise
     _check_targets(cfg, "")
     return typed
+
+
+def resolve_auto(cfg: DictConfig) -> DictConfig:
+    """``trainer.precision: auto`` and ``eval.precision: auto`` made concrete, in place, for the
+    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.evaluation.precision`):
+    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``.
+
+    The entry points (and :func:`hybridsweep.paper.grid`, which recomputes their identities) call
+    it before a point's identity is computed, so the identity and the logged params hold what
+    ran, and ``auto`` shares its runs with the value it resolves to.
+    Returns ``cfg``.
+    """
+    device = accelerator_device(cfg.trainer.get("accelerator", "auto"))
+    if "precision" in cfg.trainer:
+        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device)
+    cfg.eval.precision = resolve_precision(cfg.eval.precision, device)
+    return cfg

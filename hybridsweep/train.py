@@ -8,10 +8,12 @@ nodes; the skip/resume decision, the claim and the logging rules are :mod:`hybri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -24,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep import tracking
 from hybridsweep.callbacks import ComputeAccounting
+from hybridsweep.encoders.compile import compile_seconds, compiled
 from hybridsweep.evaluate import build_encoder, build_evaluator, describe, zero_shot
 from hybridsweep.evaluation.evaluator import log_results
 from hybridsweep.export import log_model
 from hybridsweep.point import MAIN_METRIC, point_context, run_point, write_result
-from hybridsweep.schema import config_dir, register_configs, validate
+from hybridsweep.schema import config_dir, register_configs, resolve_auto, validate
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +45,35 @@ def build_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list[L.Callback]:
     return callbacks
 
 
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the block's wall time to ``seconds[phase]``, less what ``torch.compile`` spent in it,
+    which goes to ``seconds["compile"]``."""
+    started, compiling = time.perf_counter(), compile_seconds()
+    try:
+        yield
+    finally:
+        compile_time = compile_seconds() - compiling
+        seconds[phase] += time.perf_counter() - started - compile_time
+        seconds["compile"] += compile_time
+
+
 def train(cfg: DictConfig) -> float:
     """Validate, build, train, evaluate and log one point; returns its multilingual mAP.
 
     Where the point's time went is logged as ``time/*_s``: ``fit`` (``Trainer.fit``), ``eval``
     (the evaluations, before and after training) and ``overhead``, the rest of the point
-    (building data, tokenizer and model, MLflow run and logging), which a sweep pays once per
-    point. What training processed is logged as ``compute/*``.
+    (building data, tokenizer and model, MLflow run and logging, compilation), which a sweep pays
+    once per point; the three add up to the point's wall time. ``compile`` is the part of the
+    overhead spent in ``torch.compile`` (``model.compile``): compilation is lazy, so it happens
+    inside the first forward and backward passes of fit and eval, and is measured there by
+    Dynamo's own account (:func:`~hybridsweep.encoders.compile.compile_seconds`) and moved out of
+    ``fit`` and ``eval`` into ``overhead``; 0 for an eager model. Whether the backbone was
+    compiled is the param ``runtime.compiled``. What training processed is logged as ``compute/*``.
     """
     started = time.perf_counter()
     validate(cfg)  # before anything is opened or logged
+    resolve_auto(cfg)  # the identity and the params hold the precisions that run, never "auto"
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     context = point_context(cfg)
     digest = tracking.config_hash(cfg)
@@ -82,24 +104,22 @@ def train(cfg: DictConfig) -> float:
             **tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), **params,
             **datamodule.stats, "runtime.torch_threads": torch.get_num_threads(),
             "runtime.device": str(trainer.strategy.root_device), "runtime.world_size": trainer.world_size,
+            "runtime.compiled": compiled(encoder),
         })
         tracker.log_config(cfg)
-        eval_seconds = 0.0
+        seconds = {"fit": 0.0, "eval": 0.0, "compile": 0.0}
         if cfg.eval.before_training:
-            eval_started = time.perf_counter()
-            initial = zero_shot(cfg, trainer, module, evaluator, params)
+            with timed(seconds, "eval"):
+                initial = zero_shot(cfg, trainer, module, evaluator, params)
             for run in initial:  # each suite's metrics already carry the suite's prefix
                 tracker.copy_metrics(run, "init/")
             if initial:
                 tracker.set_tags({tracking.ZERO_SHOT_RUN_TAG: ",".join(run.info.run_id for run in initial)})
-            eval_seconds += time.perf_counter() - eval_started
-        fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path="last" if decision.resumed else None)
-        fit_seconds = time.perf_counter() - fit_started
-        eval_started = time.perf_counter()
-        results = evaluator.run(trainer, module, trained=True)
-        log_results(tracker, evaluator.suites, results, step=trainer.global_step)
-        eval_seconds += time.perf_counter() - eval_started
+        with timed(seconds, "fit"):
+            trainer.fit(module, datamodule=datamodule, ckpt_path="last" if decision.resumed else None)
+        with timed(seconds, "eval"):
+            results = evaluator.run(trainer, module, trained=True)
+            log_results(tracker, evaluator.suites, results, step=trainer.global_step)
         if cfg.tracking.log_model:
             log_model(tracker, module.encoder, step=trainer.global_step)  # the weights just evaluated
         accounting = next((c for c in callbacks if isinstance(c, ComputeAccounting)), None)
@@ -111,8 +131,8 @@ def train(cfg: DictConfig) -> float:
             # fixed number of negatives, comparable across the points of a sweep.
             tracker.log_metrics({f"{checkpoint.monitor}_best": float(checkpoint.best_model_score)}, step=trainer.global_step)
         total = time.perf_counter() - started
-        tracker.log_metrics({"fit_s": fit_seconds, "eval_s": eval_seconds, "overhead_s": total - fit_seconds - eval_seconds},
-                            step=trainer.global_step, prefix="time/")
+        tracker.log_metrics({"fit_s": seconds["fit"], "eval_s": seconds["eval"], "compile_s": seconds["compile"],
+                             "overhead_s": total - seconds["fit"] - seconds["eval"]}, step=trainer.global_step, prefix="time/")
     if not tracking.is_global_zero():
         return math.nan
     if not cfg.resume.keep_checkpoints:

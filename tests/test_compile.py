@@ -5,8 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from torch._dynamo.utils import counters
 
+from conftest import cli_env, run_cli
+from hybridsweep import tracking
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.compile import compile_encoder, compiled, should_compile
 from hybridsweep.encoders.tiny import tiny_bert
@@ -56,3 +59,26 @@ def test_static_shapes_compile_once_per_distinct_padded_batch_shape(encoder, tex
     assert counters["stats"]["unique_graphs"] == len(shapes)
     encode_texts(encoder, texts, "passage", batch_size=32)  # every shape seen: nothing new
     assert counters["stats"]["unique_graphs"] == len(shapes)
+
+
+@pytest.mark.slow
+def test_a_compiled_point_trains_and_evaluates_as_the_eager_one(tmp_path):
+    """model.compile=true through the command line: the backbone is compiled (Inductor, on the
+    CPU), the compile time is logged inside the overhead, and the metrics are the eager point's
+    within float tolerance (dropout off, fp32: the two compute the same functions)."""
+    point = ["batch_size=8", "trainer.max_epochs=1", "model.dropout=0", "trainer.precision=32-true",
+             "eval.precision=fp32", "eval.before_training=false"]
+    for setting in ("false", "true"):  # model.compile is not identity: one experiment each
+        done = run_cli(tmp_path, *point, f"model.compile={setting}", f"tracking.experiment=compile-{setting}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    runs = {}
+    for setting in ("false", "true"):
+        experiment = client.get_experiment_by_name(f"compile-{setting}").experiment_id
+        [runs[setting]] = [r for r in client.search_runs([experiment]) if r.data.tags[tracking.ROLE_TAG] == "point"]
+    eager, compiled_run = runs["false"].data, runs["true"].data
+    assert eager.params["runtime.compiled"] == "False" and compiled_run.params["runtime.compiled"] == "True"
+    assert eager.metrics["time/compile_s"] == 0
+    assert 0 < compiled_run.metrics["time/compile_s"] < compiled_run.metrics["time/overhead_s"]
+    for name in ("train/loss", "val/loss", "map_full/monolingual", "map_full/crosslingual", "map_full/multilingual"):
+        assert compiled_run.metrics[name] == pytest.approx(eager.metrics[name], abs=2e-3), name

@@ -26,12 +26,22 @@ def test_default_config_is_valid():
         ("data.scale=-1", "data.scale", "fraction"),
         ("loss.temperature=0", "loss.temperature", "> 0"),
         ("+model.num_layerz=3", "model.num_layerz", "num_layers"),
+        ("model.compile=yes", "model.compile='yes'", "true, false or auto"),
+        ("model.compile=1", "model.compile=1", "true, false or auto"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as error:
         validate(_compose(override))
     assert key in str(error.value) and allowed in str(error.value)
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny_wide", "e5_small", "e5_small_cpu", "labse", "xlmr_base"])
+@pytest.mark.parametrize("setting", ["true", "false", "auto"])
+def test_every_model_takes_a_compile_setting(model, setting):
+    """model.compile is the pipeline's key: accepted beside the builder's arguments, auto by default."""
+    assert _compose(f"model={model}").model.compile == "auto"
+    assert validate(_compose(f"model={model}", f"model.compile={setting}"))
 
 
 def test_unknown_strategy_fails_at_composition_with_the_choices():

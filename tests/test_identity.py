@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from conftest import cli_env, run_cli
 from hybridsweep import RESULTS_VERSION, tracking
-from hybridsweep.schema import config_dir, register_configs
+from hybridsweep.evaluation.precision import accelerator_device, resolve_precision, resolve_trainer_precision
+from hybridsweep.schema import config_dir, register_configs, resolve_auto
 
 REAL = ["data=mlqa_r", "eval=xquad_r"]
 register_configs()
@@ -85,3 +87,16 @@ def test_moving_the_working_directory_and_the_cache_retrains_nothing(tmp_path):
     for point in points:
         assert point.data.tags[tracking.ZERO_SHOT_RUN_TAG] == zero_shot.info.run_id
         assert point.data.metrics["init/map_full/multilingual"] == zero_shot.data.metrics["map_full/multilingual"]
+
+
+def test_auto_precisions_share_the_identity_of_what_they_resolve_to():
+    """resolve_auto, which the entry points run before hashing, makes ``auto`` the concrete value."""
+    device = accelerator_device("cpu")
+    trained, evaluated = resolve_trainer_precision("auto", device), resolve_precision("auto", device)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        auto = resolve_auto(compose("train", overrides=[*REAL, "trainer.precision=auto", "eval.precision=auto"]))
+        explicit = compose("train", overrides=[*REAL, f"trainer.precision={trained}", f"eval.precision={evaluated}"])
+    assert (auto.trainer.precision, auto.eval.precision) == (trained, evaluated)
+    assert tracking.config_hash(auto) == tracking.config_hash(explicit)
+    assert tracking.zero_shot_hash(auto, "retrieval") == tracking.zero_shot_hash(explicit, "retrieval")
+    assert OmegaConf.to_container(resolve_auto(explicit)) == OmegaConf.to_container(explicit)  # concrete stays

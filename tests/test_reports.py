@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.reports.stats import Estimate, separated_best
+from hybridsweep.schema import resolve_auto
 from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
 from hybridsweep.train import config_dir
 
@@ -91,7 +92,7 @@ def bootstrap_by_loop(frames: list[pd.DataFrame], setting: str, n_boot: int, see
 def point_hash(overrides: str) -> str:
     """The config hash train.py tags a run with, for a point given by its overrides."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return config_hash(compose("train", overrides=overrides.split()))
+        return config_hash(resolve_auto(compose("train", overrides=overrides.split())))
 
 
 def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides="", tags=None):

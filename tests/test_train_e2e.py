@@ -7,9 +7,11 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from conftest import REPO_ROOT, cli_env, run_cli
 from hybridsweep import tracking
+from hybridsweep.evaluation.precision import resolve_precision, resolve_trainer_precision
 
 
 @pytest.mark.slow
@@ -89,3 +91,24 @@ def test_bad_value_fails_before_any_work(tmp_path):
     assert done.returncode != 0
     assert "batch_size=0 is not allowed: expected an integer > 0" in done.stderr
     assert not (tmp_path / "mlflow.db").exists(), "nothing may be logged for an invalid config"
+
+
+@pytest.mark.slow
+def test_auto_precision_is_logged_and_identified_as_the_value_it_resolves_to(tmp_path):
+    """trainer.precision=auto and eval.precision=auto run, log and hash as their concrete values:
+    the same point given those values explicitly is found done."""
+    trained, evaluated = resolve_trainer_precision("auto", "cpu"), resolve_precision("auto", torch.device("cpu"))
+    point = ["batch_size=8", "trainer.max_epochs=1", "trainer.accelerator=cpu"]
+    first = run_cli(tmp_path, *point, "trainer.precision=auto", "eval.precision=auto")
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli(tmp_path, *point, f"trainer.precision={trained}", f"eval.precision={evaluated}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished earlier in run" in again.stdout + again.stderr
+
+    client = mlflow.MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("hybridsweep").experiment_id])
+    [run] = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "point"]
+    [zero_shot] = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "zero-shot"]
+    assert run.data.params["trainer.precision"] == trained and run.data.params["eval.precision"] == evaluated
+    assert zero_shot.data.params["eval.precision"] == evaluated
+    assert "auto" not in (run.data.params["trainer.precision"], zero_shot.data.params["eval.precision"])

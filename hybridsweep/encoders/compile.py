@@ -64,3 +64,14 @@ def compile_encoder(
 def compiled(encoder: TextEncoder) -> bool:
     """Whether the encoder's backbone has been compiled by :func:`compile_encoder`."""
     return getattr(encoder.backbone, "_compiled_call_impl", None) is not None
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent in ``torch.compile`` so far, by Dynamo's own account (every
+    frame compiled, and backward graphs compiled lazily at their first backward pass); 0 where
+    that account is missing (it is a private API of torch)."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+    except ImportError:
+        return 0.0
+    return float(calculate_time_spent().get("total_wall_time", 0.0))

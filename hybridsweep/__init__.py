@@ -3,11 +3,13 @@ swept over batch size, mixing ratio and data scale, evaluated zero-shot and trac
 
 __version__ = "0.2.0"
 
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 """Bumped by every change that alters what a point computes (sampling, losses, model, data,
 evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.config_hash`), so
 runs made by an earlier version are never taken for results of this one.
 
 History: 1 — the first release (mixed-language monolingual batches, last-step weights);
 2 — per-language monolingual batches, a validation slice held out of training, the evaluated
-checkpoint chosen by ``eval.checkpoint``, fixed per-rank evaluation sharding."""
+checkpoint chosen by ``eval.checkpoint``, fixed per-rank evaluation sharding; 3 — dropout on in
+training for backbones loaded in eval mode (``from_pretrained``: e5-small, hub models; the
+embedded tiny model was already in training mode)."""

@@ -152,6 +152,12 @@ class DualEncoderModule(L.LightningModule):
         self.predict_precision: Precision = "fp32"
         """Precision of ``predict_step`` (``eval.precision``), whatever the Trainer's."""
 
+    def on_fit_start(self) -> None:
+        # Dropout on, as fine-tuning has it: a backbone loaded with from_pretrained arrives in eval
+        # mode, and Lightning keeps the train/eval mode it finds (its validation and prediction
+        # loops restore it afterwards), so left alone every layer would train without dropout.
+        self.train()
+
     def global_loss(self, questions: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
         """The loss over the embeddings of every rank's slice of the batch."""
         return self.loss(gather_with_grad(questions), gather_with_grad(passages))

@@ -151,3 +151,24 @@ def test_fused_adamw_steps_with_clipped_gradients(setup, precision):
                         enable_model_summary=False, callbacks=[StepNorm()])
     trainer.fit(module, DataLoader([batch], batch_size=None))
     assert len(norms) == 1 and norms[0] == pytest.approx(1e-3, rel=1e-3)  # unclipped norms are far larger
+
+
+def test_a_backbone_loaded_in_eval_mode_trains_with_dropout(setup):
+    """from_pretrained returns a backbone in eval mode and Lightning keeps the mode it finds: the
+    module switches training on, so dropout masks differ between two forward passes of a step."""
+    encoder, batch = setup
+    encoder = copy.deepcopy(encoder).eval()
+    module = DualEncoderModule(encoder, ADAMW, linear_warmup_decay, InfoNCELoss())
+    seen = []
+
+    class DropoutProbe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            dropouts = [m for m in pl_module.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+            with torch.no_grad():
+                first, second = (pl_module.encoder(**batch["query"]) for _ in range(2))
+            seen.append((bool(dropouts), all(m.training for m in dropouts), not torch.equal(first, second)))
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[DropoutProbe()])
+    trainer.fit(module, DataLoader([batch], batch_size=None))
+    assert seen == [(True, True, True)]

@@ -1,14 +1,16 @@
 """Fault injection: SIGKILL a 3-point sweep again and again, re-invoke it after each kill, and
 check that it ends as an uninterrupted sweep does.
 
-    python benchmarks/fault_injection.py --kills 24 --seed 0
+    python benchmarks/fault_injection.py --kills 20 --seed 0
 
 A kill is a phase (training step, evaluation batch, metric write, checkpoint serialisation) and
-an occurrence of it drawn at random (``benchmarks/faulty_point.py`` dies there). After each kill
-the same command is run again, faulty, until the number of kills is reached; then once without
-faults. Every point must then be FINISHED, its metrics equal to the uninterrupted reference
-sweep's (same seeds, ``trainer.deterministic``), each metric step logged exactly once, and no run
-left RUNNING. Figures go to ``benchmarks/results/fault_injection.json``.
+an occurrence of it drawn at random (``benchmarks/faulty_point.py`` dies there). The benchmark
+runs in rounds: each round is the same sweep in a fresh MLflow experiment, invoked again and again
+with a new random fault until one invocation completes (its fault came after the sweep's last
+occurrence of that phase). Then every point of the round must be FINISHED, with metrics equal to
+the uninterrupted reference sweep's (same seeds, ``trainer.deterministic``), each metric step
+logged exactly once, and no run of the round left RUNNING. Rounds go on until ``--kills`` kills
+have happened. Figures go to ``benchmarks/results/fault_injection.json``.
 """
 
 from __future__ import annotations
@@ -52,61 +54,74 @@ def points(client: MlflowClient, experiment: str) -> dict[str, object]:
     return {r.data.params.get("batch_size"): r for r in runs if r.data.tags.get("hybridsweep.role") == "point"}
 
 
+def check_round(client: MlflowClient, experiment: str, reference: dict) -> list[str]:
+    """What differs between a finished round and the reference sweep (empty: nothing)."""
+    faulty, problems = points(client, experiment), []
+    if sorted(faulty) != sorted(reference):
+        problems.append(f"{experiment}: points {sorted(faulty)} vs {sorted(reference)}")
+    for size, run in faulty.items():
+        if run.info.status != "FINISHED":
+            problems.append(f"{experiment} bs={size}: {run.info.status}")
+            continue
+        expected = reference[size]
+        for key, value in expected.data.metrics.items():
+            if key.startswith("time/"):
+                continue
+            got = run.data.metrics.get(key)
+            if got is None or not np.isclose(got, value, rtol=1e-6, atol=1e-9):
+                problems.append(f"{experiment} bs={size} {key}: {got} vs {value}")
+        for key in ("train/loss", "val/loss"):
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            want = sorted(m.step for m in client.get_metric_history(expected.info.run_id, key))
+            if steps != want:
+                problems.append(f"{experiment} bs={size} {key}: steps {steps} vs {want}")
+    running = [r.info.run_id for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+               if r.info.status == "RUNNING"]
+    problems += [f"{experiment}: run {run_id} left RUNNING" for run_id in running]
+    return problems
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kills", type=int, default=24)
+    parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.time()
+    kills, rounds, problems, invocations = [], [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         assert sweep(workdir, "reference", None) == 0, (workdir / "reference.log").read_text()[-3000:]
-        kills, invocations = [], 0
-        while len(kills) < args.kills:
-            phase = str(rng.choice(list(PHASES)))
-            fault = f"{phase}:{int(rng.integers(1, PHASES[phase] + 1))}"
-            status = sweep(workdir, "faulty", fault)
-            invocations += 1
-            if status == -9:
-                kills.append(fault)
-                print(f"[fault] kill {len(kills)}: {fault}", flush=True)
-            elif status != 0:
-                raise SystemExit(f"the sweep failed without being killed ({fault}): see {workdir / 'faulty.log'}")
-            else:
-                print(f"[fault] {fault}: the sweep finished before that occurrence", flush=True)
-        final = sweep(workdir, "faulty", None)
         client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-        reference, faulty = points(client, "reference"), points(client, "faulty")
-        mismatches, duplicated, running = [], [], []
-        for size, run in faulty.items():
-            if run.info.status != "FINISHED":
-                running.append(f"bs={size}: {run.info.status}")
-                continue
-            expected = reference[size]
-            for key, value in expected.data.metrics.items():
-                if key.startswith("time/"):
-                    continue
-                got = run.data.metrics.get(key)
-                if got is None or not np.isclose(got, value, rtol=1e-6, atol=1e-9):
-                    mismatches.append(f"bs={size} {key}: {got} vs {value}")
-            for key in ("train/loss", "val/loss"):
-                steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-                want = sorted(m.step for m in client.get_metric_history(expected.info.run_id, key))
-                if sorted(steps) != want:
-                    duplicated.append(f"bs={size} {key}: steps {sorted(steps)} vs {want}")
-        left_running = [r.info.run_id for r in client.search_runs([client.get_experiment_by_name("faulty").experiment_id])
-                        if r.info.status == "RUNNING"]
-    by_phase = {phase: sum(k.startswith(phase) for k in kills) for phase in PHASES}
+        reference = points(client, "reference")
+        while len(kills) < args.kills:
+            experiment, round_kills = f"faulty-{len(rounds) + 1}", []
+            while True:
+                phase = str(rng.choice(list(PHASES)))
+                fault = f"{phase}:{int(rng.integers(1, PHASES[phase] + 1))}"
+                status = sweep(workdir, experiment, fault)
+                invocations += 1
+                if status == -9:
+                    round_kills.append(fault)
+                    print(f"[fault] {experiment} kill {len(kills) + len(round_kills)}: {fault}", flush=True)
+                elif status == 0:
+                    print(f"[fault] {experiment} completed under {fault} after {len(round_kills)} kills", flush=True)
+                    break
+                else:
+                    raise SystemExit(f"the sweep failed without being killed ({fault}): see {workdir / experiment}.log")
+            found = check_round(client, experiment, reference)
+            print(f"[fault] {experiment}: {'identical to the reference' if not found else found}", flush=True)
+            kills += round_kills
+            problems += found
+            rounds.append({"experiment": experiment, "kills": round_kills, "problems": found})
     figures = {
-        "kills": len(kills), "kills_by_phase": by_phase, "invocations": invocations + 1, "final_status": final,
-        "points_finished": sum(r.info.status == "FINISHED" for r in faulty.values()), "points": len(faulty),
-        "metric_mismatches": len(mismatches), "step_mismatches": len(duplicated), "runs_left_running": len(left_running),
-        "details": mismatches + duplicated + running, "kill_sequence": kills, "wall_s": round(time.time() - started, 1),
+        "kills": len(kills), "kills_by_phase": {phase: sum(k.startswith(phase) for k in kills) for phase in PHASES},
+        "rounds": len(rounds), "rounds_identical": sum(not r["problems"] for r in rounds), "invocations": invocations,
+        "problems": problems, "round_details": rounds, "wall_s": round(time.time() - started, 1),
     }
     write_results("fault_injection", figures)
-    print({k: v for k, v in figures.items() if k != "kill_sequence"})
-    if final != 0 or mismatches or duplicated or running or left_running or len(faulty) != 3:
+    print({k: v for k, v in figures.items() if k != "round_details"})
+    if problems:
         raise SystemExit("fault injection found a difference from the uninterrupted sweep (see above)")
 
 

@@ -3,7 +3,7 @@ swept over batch size, mixing ratio and data scale, evaluated zero-shot and trac
 
 __version__ = "0.2.0"
 
-RESULTS_VERSION = 3
+RESULTS_VERSION = 4
 """Bumped by every change that alters what a point computes (sampling, losses, model, data,
 evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.config_hash`), so
 runs made by an earlier version are never taken for results of this one.
@@ -12,4 +12,6 @@ History: 1 — the first release (mixed-language monolingual batches, last-step 
 2 — per-language monolingual batches, a validation slice held out of training, the evaluated
 checkpoint chosen by ``eval.checkpoint``, fixed per-rank evaluation sharding; 3 — dropout on in
 training for backbones loaded in eval mode (``from_pretrained``: e5-small, hub models; the
-embedded tiny model was already in training mode)."""
+embedded tiny model was already in training mode); 4 — evaluation leaves the global random state
+alone, so a point trains the same whether it evaluated its initializer itself or reused that
+evaluation (the fault-injection benchmark found the difference)."""

@@ -75,6 +75,20 @@ def test_evaluation_encodes_on_the_trainers_root_device(tmp_path):
     assert results["retrieval"].metrics == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
+def test_evaluation_leaves_the_global_random_state_alone(tmp_path):
+    """Training after an evaluation draws the dropout masks it would draw without one."""
+    corpus = generate(n_people=8, languages=["en", "de"], seed=3)
+    encoder = tiny_bert(corpus, str(tmp_path), vocab_size=300, hidden_size=16, num_layers=1, num_heads=2,
+                        intermediate_size=32, max_length=24)
+    suite = LareqaSuite(generate(n_people=4, languages=["en", "de"], split="eval", seed=3))
+    module = DualEncoderModule(encoder, functools.partial(torch.optim.AdamW, lr=1e-3))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    Evaluator({"retrieval": suite}, batch_size=8).run(trainer, module, trained=False)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.slow
 def test_the_best_checkpoint_is_the_one_evaluated(tmp_path, monkeypatch):
     """With eval.checkpoint=best the logged metrics are those of the checkpoint with the lowest

@@ -89,7 +89,10 @@ class Evaluator:
         # Sorted by token count, each batch pads to little more than its texts (characters per
         # token vary several-fold between scripts: Thai or Hindi against English).
         batches = rank_batches(texts, self.batch_size, trainer.global_rank, trainer.world_size, tokenizer.lengths)
-        loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(tokenizer))
+        # A generator of its own: iterating a DataLoader draws its workers' base seed from the
+        # global torch generator otherwise, so a point that evaluated its initializer before
+        # training would draw other dropout masks than one that reused that evaluation.
+        loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(tokenizer), generator=torch.Generator())
         module.predict_precision = self.precision
         ckpt_path = "best" if trained and self.checkpoint == "best" else None
         outputs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path)

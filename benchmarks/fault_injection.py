@@ -10,7 +10,7 @@ with a new random fault until one invocation completes (its fault came after the
 occurrence of that phase). Then every point of the round must be FINISHED, with metrics equal to
 the uninterrupted reference sweep's (same seeds, ``trainer.deterministic``), each metric step
 logged exactly once, and no run of the round left RUNNING. Rounds go on until ``--kills`` kills
-have happened. Figures go to ``benchmarks/results/fault_injection.json``.
+have happened. Figures go to ``benchmarks/results/fault_injection_seed<seed>.json``.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
         "rounds": len(rounds), "rounds_identical": sum(not r["problems"] for r in rounds), "invocations": invocations,
         "problems": problems, "round_details": rounds, "wall_s": round(time.time() - started, 1),
     }
-    write_results("fault_injection", figures)
+    write_results(f"fault_injection_seed{args.seed}", figures)
     print({k: v for k, v in figures.items() if k != "round_details"})
     if problems:
         raise SystemExit("fault injection found a difference from the uninterrupted sweep (see above)")

@@ -27,6 +27,8 @@ import numpy as np
 from common import write_results
 from mlflow.tracking import MlflowClient
 
+from hybridsweep.tracking import POINT_ROLE, ROLE_TAG
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [
     "-m", "batch_size=4,8,16", "hydra.sweep.dir=sweep", "data.corpus.n_people=30", "data.corpus.languages=[en,de]",
@@ -51,7 +53,7 @@ def sweep(workdir: Path, experiment: str, fault: str | None) -> int:
 
 def points(client: MlflowClient, experiment: str) -> dict[str, object]:
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    return {r.data.params.get("batch_size"): r for r in runs if r.data.tags.get("hybridsweep.role") == "point"}
+    return {r.data.params.get("batch_size"): r for r in runs if r.data.tags.get(ROLE_TAG) == POINT_ROLE}
 
 
 def check_round(client: MlflowClient, experiment: str, reference: dict) -> list[str]:

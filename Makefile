@@ -18,7 +18,7 @@ CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 # Paper tables and curves: PROFILE=tiny|cpu|gpu picks conf/paper/<PROFILE>.yaml.
 PROFILE ?= tiny
 TEST_WORKERS ?= 4
-PAPER_TARGETS := table-xquad table-mlqa table-bias scaling-batch scaling-data scaling-joint
+PAPER_TARGETS := table-xquad table-mlqa table-bias table-tatoeba scaling-batch scaling-data scaling-joint
 # Debian's Chromium, which the MLflow UI test and screenshots drive.
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

@@ -47,6 +47,7 @@ from hybridsweep.reports.tables import (
     build_table,
     language_column,
     metric_column,
+    metric_columns,
     multilingual_languages,
     setting_column,
     write_table,
@@ -56,7 +57,7 @@ from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log
 
 register_configs()
 PROFILES = Path(config_dir()) / "paper"
-KINDS = ("settings", "bias", "scaling")
+KINDS = ("settings", "bias", "metrics", "scaling")
 
 
 def load_profile(name: str) -> DictConfig:
@@ -77,6 +78,9 @@ def load_profile(name: str) -> DictConfig:
     for target, spec in profile.targets.items():
         if spec.get("kind") not in KINDS:
             raise SystemExit(f"{path}: targets.{target}.kind must be one of {KINDS}, got {spec.get('kind')!r}")
+        if spec.kind == "metrics" and not (isinstance(spec.get("metrics"), DictConfig) and spec.metrics):
+            raise SystemExit(f"{path}: targets.{target}.metrics must map each metric to lower|higher, "
+                             "e.g. {tatoeba/accuracy/mean: higher}")
         for sweep in target_sweeps(spec):
             if sweep not in profile.sweeps:
                 raise SystemExit(f"{path}: targets.{target} names sweep {sweep!r}, not under sweeps: {list(profile.sweeps)}")
@@ -184,9 +188,22 @@ def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str, accept_stal
         raise SystemExit(f"sweep {sweep} of profile {profile_name} failed (its error is above): {' '.join(command)}")
 
 
+def shown_metrics(spec: DictConfig) -> list[str]:
+    """The metrics a table target shows: its ``metrics`` for ``kind: metrics``, else the mAP of
+    the retrieval suite (settings and bias tables describe that suite's runs)."""
+    return list(spec.metrics) if spec.kind == "metrics" else [MAIN_METRIC]
+
+
+def logging_any(runs: pd.DataFrame, metrics: list[str]) -> pd.Series:
+    """Which runs log at least one of ``metrics``."""
+    present = [runs[f"metrics.{m}"].notna() for m in metrics if f"metrics.{m}" in runs]
+    return pd.concat(present, axis=1).any(axis=1) if present else pd.Series(False, index=runs.index)
+
+
 def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stale: bool) -> pd.DataFrame:
     """The runs a target is built from: the points of its sweeps and, for tables, the zero-shot
-    runs of their initializers (one per initializer and evaluation)."""
+    runs of their initializers (one per initializer and evaluation) that log what the table shows
+    (each suite's zero-shot evaluation is a run of its own)."""
     spec = profile.targets[target]
     parts = [grid_runs(profile, sweep, accept_stale, sweep_dir(profile_name, sweep)) for sweep in target_sweeps(spec)]
     runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id") if parts else pd.DataFrame()
@@ -198,9 +215,10 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     if spec.kind != "scaling":
         initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
         zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
-        # The evaluations of the tables' own corpus (other suites' runs have no mAP to show).
-        if not zero_shot.empty and f"metrics.{MAIN_METRIC}" in zero_shot:
-            runs = pd.concat([runs, zero_shot[zero_shot[f"metrics.{MAIN_METRIC}"].notna()]], ignore_index=True)
+        runs = pd.concat([runs, zero_shot], ignore_index=True)
+        runs = runs[logging_any(runs, shown_metrics(spec))].reset_index(drop=True)
+        if runs.empty:
+            raise SystemExit(f"no run of target {target} of profile {profile_name} logs any of {shown_metrics(spec)}")
     return runs
 
 
@@ -279,6 +297,12 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
         except ValueError as error:
             raise SystemExit(f"profile {profile_name}: {error}") from None
         present_metrics(runs, dict.fromkeys(c.name for c in columns))
+        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
+    elif spec.kind == "metrics":
+        try:
+            columns = metric_columns(dict(spec.metrics))
+        except ValueError as error:
+            raise SystemExit(f"profile {profile_name}: targets.{target}: {error}") from None
         paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
     else:
         paths = build_scaling(profile_name, profile, target, runs, stem, n_boot, bias)

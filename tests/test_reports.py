@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.reports.stats import Estimate, separated_best
 from hybridsweep.schema import resolve_auto
-from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash
+from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash, zero_shot_hash
 from hybridsweep.train import config_dir
 
 N_BOOT = 200
@@ -93,6 +93,12 @@ def point_hash(overrides: str) -> str:
     """The config hash train.py tags a run with, for a point given by its overrides."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return config_hash(resolve_auto(compose("train", overrides=overrides.split())))
+
+
+def suite_zero_shot_hash(overrides: str, suite: str) -> str:
+    """The identity train.py tags the zero-shot evaluation of a point's initializer on one suite with."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return zero_shot_hash(resolve_auto(compose("train", overrides=overrides.split())), suite)
 
 
 def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides="", tags=None):
@@ -563,4 +569,70 @@ def test_unknown_profile_key_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: x\nsweeps: {a: [seed=0]}\ntargets: {t: {kind: table, sweep: a}}\n")
     with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.kind must be one of"):
+        paper.load_profile(str(bad))
+
+
+def test_metrics_table_shows_the_runs_that_log_its_metrics(isolated_env):
+    """A ``kind: metrics`` table (Tatoeba's accuracies): the hybrid points that ran the suite, and
+    the initializer's zero-shot run *of that suite*, not its newer retrieval-suite run; a point
+    without the suite stays out."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment("paper-test")
+    common = "trainer.max_epochs=1 eval=xquad_r"
+    mean = {0: 0.62, 1: 0.70}
+    xx_en = {0: 0.55, 1: 0.81}
+    for seed in (0, 1):
+        log_run(client, experiment_id, "multirun/paper/test/tatoeba",
+                {"model.name": "m1", "sampling.strategy": "hybrid", "sampling.mix_ratio": "0.5", "seed": str(seed)},
+                {"map_full/multilingual": 0.5, "tatoeba/accuracy/mean": mean[seed], "tatoeba/accuracy/xx-en": xx_en[seed]},
+                overrides=f"{common} sampling=hybrid seed={seed} tracking.experiment=paper-test", tags={ROLE_TAG: "point"})
+    log_run(client, experiment_id, "multirun/paper/test/plain",
+            {"model.name": "m1", "sampling.strategy": "mono", "seed": "0"}, {"map_full/multilingual": 0.3},
+            overrides=f"{common} sampling=mono seed=0 ~eval.suites.tatoeba tracking.experiment=paper-test",
+            tags={ROLE_TAG: "point"})
+    point = f"{common} sampling=hybrid seed=0 tracking.experiment=paper-test"
+    log_run(client, experiment_id, "multirun/paper/test/tatoeba", {"model.name": "m1"},
+            {"tatoeba/accuracy/mean": 0.41, "tatoeba/accuracy/xx-en": 0.38}, overrides=point,
+            tags={ROLE_TAG: "zero-shot", HASH_TAG: suite_zero_shot_hash(point, "tatoeba")})
+    log_run(client, experiment_id, "multirun/paper/test/tatoeba", {"model.name": "m1"}, {"map_full/multilingual": 0.2},
+            overrides=point, tags={ROLE_TAG: "zero-shot", HASH_TAG: suite_zero_shot_hash(point, "retrieval")})
+    profile = isolated_env / "metrics.yaml"
+    profile.write_text(f"""
+experiment: paper-test
+n_boot: {N_BOOT}
+common: [trainer.max_epochs=1, eval=xquad_r]
+sweeps:
+  tatoeba: [sampling=hybrid, "seed=0,1"]
+  plain: [sampling=mono, seed=0, ~eval.suites.tatoeba]
+targets:
+  table-tatoeba:
+    kind: metrics
+    sweep: tatoeba
+    with_sweeps: [plain]
+    metrics: {{tatoeba/accuracy/mean: higher, tatoeba/accuracy/xx-en: higher}}
+    output: table_tatoeba
+    caption: Tatoeba
+""")
+    paper = _load_paper_module()
+    paper.build("test", paper.load_profile(str(profile)), "table-tatoeba", isolated_env / "reports")
+    table = pd.read_csv(isolated_env / "reports" / "table_tatoeba.csv")
+    assert sorted(set(table["training"])) == ["hybrid α=0.5", "zero-shot"]
+    cells = table.set_index(["training", "column"])
+    assert cells.loc[("zero-shot", "tatoeba/accuracy/mean"), "mean"] == pytest.approx(0.41)
+    assert cells.loc[("zero-shot", "tatoeba/accuracy/xx-en"), "n_runs"] == 1
+    for metric, values in (("tatoeba/accuracy/mean", mean), ("tatoeba/accuracy/xx-en", xx_en)):
+        seeds = np.array([values[0], values[1]])
+        picks = np.random.default_rng(0).integers(0, 2, size=(N_BOOT, 2))  # the seed-level bootstrap, by hand
+        low, high = np.percentile(seeds[picks].mean(axis=1), [2.5, 97.5])
+        hybrid = cells.loc[("hybrid α=0.5", metric)]
+        assert hybrid["mean"] == pytest.approx(seeds.mean())
+        assert (hybrid["low"], hybrid["high"]) == (pytest.approx(low), pytest.approx(high))
+        assert bool(hybrid["best"]) == bool(low > cells.loc[("zero-shot", metric), "mean"])
+
+
+def test_metrics_target_without_metrics_is_named(tmp_path):
+    paper = _load_paper_module()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nsweeps: {a: [seed=0]}\ntargets: {t: {kind: metrics, sweep: a}}\n")
+    with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.metrics must map each metric to lower\|higher"):
         paper.load_profile(str(bad))

@@ -184,15 +184,19 @@ def metric_column(metric: str, higher_is_better: bool | None) -> Column:
     return Column(metric, sample, higher_is_better)
 
 
-def bias_columns(metrics: Mapping[str, str]) -> list[Column]:
-    """The bias table's columns: each metric (name -> ``lower`` or ``higher``, the better
-    direction), with the pool size (:data:`POOL_SIZE`) right after the rank distance (first when
-    the rank distance is not among them)."""
+def metric_columns(metrics: Mapping[str, str]) -> list[Column]:
+    """One column per run metric (name -> ``lower`` or ``higher``, the better direction)."""
     directions = {"lower": False, "higher": True}
     bad = {m: d for m, d in metrics.items() if d not in directions}
     if bad:
-        raise ValueError(f"bias metric directions {bad}: expected 'lower' or 'higher' (which is better)")
-    columns = [metric_column(m, directions[d]) for m, d in metrics.items()]
+        raise ValueError(f"metric directions {bad}: expected 'lower' or 'higher' (which is better)")
+    return [metric_column(m, directions[d]) for m, d in metrics.items()]
+
+
+def bias_columns(metrics: Mapping[str, str]) -> list[Column]:
+    """The bias table's columns: :func:`metric_columns`, with the pool size (:data:`POOL_SIZE`)
+    right after the rank distance (first when the rank distance is not among them)."""
+    columns = metric_columns(metrics)
     names = [c.name for c in columns]
     at = names.index(RANK_DISTANCE) + 1 if RANK_DISTANCE in names else 0
     return [*columns[:at], metric_column(POOL_SIZE, None), *columns[at:]]

@@ -13,7 +13,21 @@ import random
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+PROGRESS_BAR = "progress_bar"
+"""The key of ``cfg.callbacks`` that holds the progress bar, shared by training and evaluation."""
+
+
+def progress_bars(cfg: DictConfig) -> list[Callback]:
+    """The configured progress bar (``callbacks.progress_bar``), or none where the trainer shows
+    none (``trainer.enable_progress_bar=false``, which Lightning refuses beside a bar callback)."""
+    node = cfg.callbacks.get(PROGRESS_BAR)
+    if node is None or not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    return [instantiate(node)]
 
 
 class RngStateCheckpoint(Callback):

@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from omegaconf import DictConfig, open_dict
 
 from hybridsweep import tracking
+from hybridsweep.callbacks import progress_bars
 from hybridsweep.data.parallel_qa import ParallelQA, ensure_disjoint
 from hybridsweep.encoders.compile import compile_encoder
 from hybridsweep.evaluation.evaluator import Evaluator, log_results
@@ -101,7 +102,7 @@ def evaluate(cfg: DictConfig) -> float:
     corpus, encoder = build_encoder(cfg)
     evaluator = build_evaluator(cfg, corpus)
     module = instantiate(cfg.module, _partial_=True)(encoder=encoder)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=progress_bars(cfg), enable_checkpointing=False,
                           default_root_dir=context.output_dir)
     runs = zero_shot(cfg, trainer, module, evaluator, describe(cfg, corpus, encoder, evaluator))
     metric = next((run.data.metrics[MAIN_METRIC] for run in runs if MAIN_METRIC in run.data.metrics), math.nan)

@@ -25,7 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from hybridsweep import tracking
-from hybridsweep.callbacks import ComputeAccounting
+from hybridsweep.callbacks import PROGRESS_BAR, ComputeAccounting, progress_bars
 from hybridsweep.encoders.compile import compile_seconds, compiled
 from hybridsweep.evaluate import build_encoder, build_evaluator, describe, zero_shot
 from hybridsweep.evaluation.evaluator import log_results
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def build_callbacks(cfg: DictConfig, checkpoint_dir: Path) -> list[L.Callback]:
     """``cfg.callbacks`` with checkpoints written to the point's own directory."""
-    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    callbacks = [instantiate(node) for name, node in cfg.callbacks.items() if name != PROGRESS_BAR] + progress_bars(cfg)
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint):
             callback.dirpath = str(checkpoint_dir)

@@ -564,11 +564,15 @@ def test_grid_points_expand_as_hydra_sweeps():
     )
 
 
-def test_unknown_profile_key_is_named(tmp_path):
+@pytest.mark.parametrize(("target", "message"), [
+    ("{kind: table, sweep: a}", r"bad.yaml: targets.t.kind must be one of"),
+    ("{kind: metrics, sweep: a}", r"bad.yaml: targets.t.metrics must map each metric to lower\|higher"),
+])
+def test_bad_profile_key_is_named(tmp_path, target, message):
     paper = _load_paper_module()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("experiment: x\nsweeps: {a: [seed=0]}\ntargets: {t: {kind: table, sweep: a}}\n")
-    with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.kind must be one of"):
+    bad.write_text(f"experiment: x\nsweeps: {{a: [seed=0]}}\ntargets: {{t: {target}}}\n")
+    with pytest.raises(SystemExit, match=message):
         paper.load_profile(str(bad))
 
 
@@ -628,11 +632,3 @@ targets:
         assert hybrid["mean"] == pytest.approx(seeds.mean())
         assert (hybrid["low"], hybrid["high"]) == (pytest.approx(low), pytest.approx(high))
         assert bool(hybrid["best"]) == bool(low > cells.loc[("zero-shot", metric), "mean"])
-
-
-def test_metrics_target_without_metrics_is_named(tmp_path):
-    paper = _load_paper_module()
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("experiment: x\nsweeps: {a: [seed=0]}\ntargets: {t: {kind: metrics, sweep: a}}\n")
-    with pytest.raises(SystemExit, match=r"bad.yaml: targets.t.metrics must map each metric to lower\|higher"):
-        paper.load_profile(str(bad))

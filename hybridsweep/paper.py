@@ -215,10 +215,11 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     if spec.kind != "scaling":
         initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
         zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
+        shown = shown_metrics(spec)
         runs = pd.concat([runs, zero_shot], ignore_index=True)
-        runs = runs[logging_any(runs, shown_metrics(spec))].reset_index(drop=True)
+        runs = runs[logging_any(runs, shown)].reset_index(drop=True)
         if runs.empty:
-            raise SystemExit(f"no run of target {target} of profile {profile_name} logs any of {shown_metrics(spec)}")
+            raise SystemExit(f"no run of target {target} of profile {profile_name} logs any of {shown}")
     return runs
 
 

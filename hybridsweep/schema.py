@@ -177,6 +177,8 @@ class TrainConfig:
     """Contrastive batch size: pairs per step over all devices, i.e. in-batch negatives plus one."""
     mini_batch_size: int | None = None
     """Rows the encoder takes at once under gradient caching; ``null`` encodes the batch whole."""
+    length_buckets: int | None = None
+    """Encoder calls per role and batch, rows grouped by token count; ``null``: one call."""
     seed: int = 0
     cache_dir: str = "~/.cache/hybridsweep"
     matmul_precision: str = "highest"
@@ -201,6 +203,11 @@ class TrainConfig:
         _require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)
         _require(self.mini_batch_size is None or self.mini_batch_size > 0, "mini_batch_size",
                  "null or an integer > 0", self.mini_batch_size)
+        _require(self.length_buckets is None or self.length_buckets > 0, "length_buckets",
+                 "null or an integer > 0", self.length_buckets)
+        _require(self.length_buckets is None or self.mini_batch_size is None, "length_buckets",
+                 f"null when mini_batch_size is set ({self.mini_batch_size}: gradient caching already splits the batch)",
+                 self.length_buckets)
         _require(self.matmul_precision in ("highest", "high", "medium"), "matmul_precision",
                  "'highest', 'high' or 'medium'", self.matmul_precision)
         monitored = sorted(f"callbacks.{name}.monitor" for name, node in (self.callbacks or {}).items()

@@ -16,7 +16,7 @@ from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
-from hybridsweep.model import DualEncoderModule, linear_warmup_decay
+from hybridsweep.model import DualEncoderModule, encode_in_length_buckets, linear_warmup_decay
 
 BATCH, MINI = 64, 8
 
@@ -94,6 +94,34 @@ def test_cached_replays_dropout(setup):
     assert any(not torch.allclose(o, r, atol=1e-5) for o, r in zip(other, ref_grads))
 
 
+def test_length_buckets_give_the_embeddings_and_gradients_of_one_call(setup):
+    encoder, batch = setup
+    encoder.eval()
+    passages = batch["passage"]
+    lengths = passages["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max() <= passages["input_ids"].shape[1]  # the buckets do cut padding
+    loss_fn = InfoNCELoss(temperature=0.05)
+    ref_loss, ref_grads = _uncached(encoder, batch, loss_fn)
+    encoder.zero_grad()
+    widths = []
+    handle = encoder.backbone.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                                        with_kwargs=True)
+    loss = loss_fn(*(encode_in_length_buckets(encoder, batch[role], 5) for role in ("query", "passage")))
+    handle.remove()
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss, atol=1e-5, rtol=0)
+    for g, r in zip(_grads(encoder), ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    assert len(widths) == 10 and widths[5:] == sorted(widths[5:]) and widths[5] < int(lengths.max())
+
+
+def test_length_buckets_refuse_left_padding(setup):
+    encoder, batch = setup
+    inputs = {key: value.flip(1) for key, value in batch["passage"].items()}  # padding first
+    with pytest.raises(ValueError, match="right-padded"):
+        encode_in_length_buckets(encoder, inputs, 4)
+
+
 class _Recorder(L.Callback):
     """Keeps the (clipped) gradients just before the optimiser step."""
 
@@ -101,8 +129,8 @@ class _Recorder(L.Callback):
         self.grads = [p.grad.clone() for p in module.encoder.parameters()]
 
 
-def _fit_one_step(encoder, batch, mini_batch_size, precision):
-    module = DualEncoderModule(copy.deepcopy(encoder), ADAMW, linear_warmup_decay, InfoNCELoss(), mini_batch_size)
+def _fit_one_step(encoder, batch, precision, **split):
+    module = DualEncoderModule(copy.deepcopy(encoder), ADAMW, linear_warmup_decay, InfoNCELoss(), **split)
     recorder = _Recorder()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, precision=precision, gradient_clip_val=0.5,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -111,17 +139,19 @@ def _fit_one_step(encoder, batch, mini_batch_size, precision):
     return recorder.grads, [p.detach() for p in module.encoder.parameters()]
 
 
+@pytest.mark.parametrize("split", [{"mini_batch_size": MINI}, {"length_buckets": 5}], ids=["cached", "buckets"])
 @pytest.mark.parametrize("precision,tolerance", [("32-true", 1e-5), ("bf16-mixed", 3e-2)])
-def test_lightning_step_with_cache_matches_plain_step(setup, precision, tolerance):
-    """Automatic optimisation, clipping, the LR schedule and mixed precision see the same gradients."""
+def test_lightning_step_with_cache_matches_plain_step(setup, precision, tolerance, split):
+    """Automatic optimisation, clipping, the LR schedule and mixed precision see the same gradients
+    when the batch is encoded in pieces (cached mini-batches, or length buckets)."""
     encoder, batch = setup
     encoder = copy.deepcopy(encoder)
     encoder.backbone.config.hidden_dropout_prob = 0.0
     for module in encoder.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    plain_grads, plain_params = _fit_one_step(encoder, batch, None, precision)
-    cached_grads, cached_params = _fit_one_step(encoder, batch, MINI, precision)
+    plain_grads, plain_params = _fit_one_step(encoder, batch, precision)
+    cached_grads, cached_params = _fit_one_step(encoder, batch, precision, **split)
     for c, p in zip(cached_grads, plain_grads):
         torch.testing.assert_close(c, p, atol=tolerance, rtol=tolerance)
     for c, p in zip(cached_params, plain_params):

@@ -26,3 +26,12 @@ def test_mini_batch_size_and_streaming_group():
 def test_bad_mini_batch_size_is_named():
     with pytest.raises(ConfigError, match="mini_batch_size=0 is not allowed"):
         validate(_compose(["mini_batch_size=0"]))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["length_buckets=0"], "length_buckets=0 is not allowed: expected null or an integer > 0"),
+    (["length_buckets=4", "mini_batch_size=8"], "length_buckets=4 is not allowed: expected null when mini_batch_size"),
+])
+def test_bad_length_buckets_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_compose(overrides))

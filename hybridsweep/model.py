@@ -104,8 +104,8 @@ def encode_in_length_buckets(encoder: nn.Module, inputs: dict[str, torch.Tensor]
 
     The rows are sorted by token count and split into ``buckets`` groups of (nearly) equal size,
     each cut to its own longest row, so a call pads only to the longest text of its group rather
-    than of the batch (MLQA-R answer sentences: 40 tokens on average, batches of 100 padded to 3.3x
-    that). Attention and mean pooling ignore padding, so each row's embedding is the one a single
+    than of the batch (MLQA-R answer sentences: 40 tokens on average; a batch of 100 padded to its
+    longest holds about 3x the real tokens). Attention and mean pooling ignore padding, so each row's embedding is the one a single
     call gives; the graph is kept, so the loss and its gradients are those of one call. The
     inputs must be right-padded (every ``[rows, tokens]`` tensor is cut at the same width).
     """

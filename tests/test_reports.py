@@ -499,6 +499,10 @@ def test_best_cell_only_when_intervals_separate():
     assert separated_best([a, overlapping]) is None
     assert separated_best([a, b], higher_is_better=False) == 0
     assert separated_best([a, None]) is None
+    single_run = Estimate(0.70, 0.70, 0.70, 1)  # no interval: a lone number beats nothing
+    assert separated_best([a, single_run]) is None
+    assert separated_best([single_run, Estimate(0.40, 0.40, 0.40, 1)]) is None
+    assert separated_best([a, b, Estimate(0.30, 0.30, 0.30, 1)]) == 1  # a point below the best's interval
 
 
 def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):

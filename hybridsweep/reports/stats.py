@@ -107,12 +107,18 @@ def bootstrap_estimate(samples: Sequence[RunSample], n_boot: int = N_BOOT, seed:
 
 
 def separated_best(estimates: Sequence[Estimate | None], higher_is_better: bool = True) -> int | None:
-    """Index of the best mean, only if its interval lies strictly beyond every other interval."""
+    """Index of the best mean, only if its interval lies strictly beyond every other interval.
+
+    A best mean without a spread (one run and no per-question data: ``low == mean == high``) has
+    no interval to separate, so it is never marked: a single number beating another proves nothing.
+    """
     present = [(i, e) for i, e in enumerate(estimates) if e is not None and np.isfinite(e.mean)]
     if len(present) < 2:
         return None
     sign = 1.0 if higher_is_better else -1.0
     best, top = max(present, key=lambda item: sign * item[1].mean)
+    if top.low == top.high:
+        return None
     for i, other in present:
         if i == best:
             continue

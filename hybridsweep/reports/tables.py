@@ -276,7 +276,8 @@ def wide(table: pd.DataFrame, style: str, digits: int = 3) -> pd.DataFrame:
 
 def table_notes(table: pd.DataFrame) -> list[str]:
     """What the cells of a table are (printed under it)."""
-    notes = ["Mean over seeds [95% bootstrap interval]; bold: best, with an interval separated from every other row."]
+    notes = ["Mean over seeds [95% bootstrap interval]; bold: best, with an interval separated from every other row. "
+             "A cell without an interval is one run without per-question data: never bold."]
     if (table["training"] == ZERO_SHOT).any():
         notes.append("zero-shot: the initializer evaluated without training (one evaluation; its interval is over questions only).")
     if POOL_SIZE in set(table["column"]):

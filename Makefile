@@ -63,7 +63,7 @@ demo: $(STAMP)
 ## What CI runs: the linter, then every test (Debian's chromium is installed first if missing),
 ## one worker per core (at most TEST_WORKERS): the end-to-end tests are one-thread processes.
 test: $(STAMP) lint chromium
-	$(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) --durations=15
 
 ## Only the fast tests (skips end-to-end runs marked slow).
 test-fast: $(STAMP) lint

@@ -29,7 +29,7 @@ from common import (
     write_results,
 )
 
-from hybridsweep.model import DualEncoderModule
+from hybridsweep.model import DualEncoderModule, length_bucket_rows
 
 
 def padded_tokens(inputs: dict[str, torch.Tensor], buckets: int | None) -> int:
@@ -37,8 +37,7 @@ def padded_tokens(inputs: dict[str, torch.Tensor], buckets: int | None) -> int:
     lengths = inputs["attention_mask"].sum(1)
     if buckets is None:
         return int(lengths.numel() * inputs["input_ids"].shape[1])
-    parts = torch.tensor_split(torch.sort(lengths).values, buckets)
-    return int(sum(len(part) * part.max() for part in parts))
+    return int(sum(len(rows) * lengths[rows].max() for rows in length_bucket_rows(lengths, buckets)))
 
 
 def main() -> None:

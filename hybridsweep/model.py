@@ -99,26 +99,34 @@ class TextEncoder(nn.Module):
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
+def length_bucket_rows(lengths: torch.Tensor, buckets: int) -> list[torch.Tensor]:
+    """Row indices of a batch in at most ``buckets`` groups of (nearly) equal size, in ascending
+    order of ``lengths`` (token counts; ties keep their order)."""
+    order = torch.argsort(lengths, stable=True)
+    return list(torch.tensor_split(order, min(buckets, len(order))))
+
+
 def encode_in_length_buckets(encoder: nn.Module, inputs: dict[str, torch.Tensor], buckets: int) -> torch.Tensor:
     """The embeddings of a batch's rows, in their order, from ``buckets`` encoder calls.
 
-    The rows are sorted by token count and split into ``buckets`` groups of (nearly) equal size,
-    each cut to its own longest row, so a call pads only to the longest text of its group rather
-    than of the batch (MLQA-R answer sentences: 40 tokens on average; a batch of 100 padded to its
-    longest holds about 3x the real tokens). Attention and mean pooling ignore padding, so each row's embedding is the one a single
-    call gives; the graph is kept, so the loss and its gradients are those of one call. The
-    inputs must be right-padded (every ``[rows, tokens]`` tensor is cut at the same width).
+    The rows are grouped by token count (:func:`length_bucket_rows`) and each group is cut to its
+    own longest row, so a call pads only to the longest text of its group rather than of the
+    batch (MLQA-R answer sentences: 40 tokens on average; a batch of 100 padded to its longest
+    holds about 3x the real tokens). Attention and mean pooling ignore padding, so each row's
+    embedding is the one a single call gives; the graph is kept, so the loss and its gradients
+    are those of one call. The inputs must be right-padded (every ``[rows, tokens]`` tensor is
+    cut at the same width).
     """
     lengths = inputs["attention_mask"].sum(1)
-    order = torch.argsort(lengths, stable=True)
+    groups = length_bucket_rows(lengths, buckets)
     parts = []
-    for rows in torch.tensor_split(order, min(buckets, len(order))):
+    for rows in groups:
         width = int(lengths[rows].max())
         bucket = {key: value[rows, :width] for key, value in inputs.items()}
         if not torch.equal(bucket["attention_mask"].sum(1), lengths[rows]):
             raise ValueError("length_buckets needs right-padded inputs: a row has tokens after its padding")
         parts.append(encoder(**bucket))
-    return torch.cat(parts)[torch.argsort(order)]
+    return torch.cat(parts)[torch.argsort(torch.cat(groups))]
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:

@@ -255,7 +255,8 @@ class HybridBatchSampler(Sampler[list[int]]):
         strategy: ``mono``, ``cross`` or ``hybrid``.
         mix_ratio: probability of a monolingual batch for ``hybrid``; a float in [0, 1] or ``auto``.
         seed: with the epoch, fixes every draw: the same (seed, epoch) yields the same batches,
-            which is how a restarted run resumes an epoch.
+            which is how a restarted run resumes an epoch: ``start`` (set before iterating) is
+            the number of the epoch's batches already trained, which are drawn and not yielded.
         rank, world_size: under DDP every rank draws the same global batch and yields its
             ``batch_size / world_size`` slice, so all ranks share the type and, for a monolingual
             step, the language, and hold disjoint pairs.
@@ -299,7 +300,7 @@ class HybridBatchSampler(Sampler[list[int]]):
                              f"{len(is_mono)} and {'none' if languages is None else len(languages)}")
         self.mono = np.flatnonzero(is_mono)
         self.cross = np.flatnonzero(~is_mono)
-        self.batch_size, self.strategy, self.seed, self.epoch = batch_size, strategy, seed, 0
+        self.batch_size, self.strategy, self.seed, self.epoch, self.start = batch_size, strategy, seed, 0, 0
         self.rank, self.world_size, self.mono_batches = rank, world_size, mono_batches
         self.mix_ratio = resolve_mix_ratio(strategy, mix_ratio, len(self.mono), len(self.cross))
         pools = used_pools(self.mix_ratio)
@@ -352,5 +353,8 @@ class HybridBatchSampler(Sampler[list[int]]):
             for name, pool in self.streams.items()
         }
         batches = HybridBatches(streams, step_streams(self.mix_ratio, self.language_weights, type_rng, language_rng))
-        for _ in range(self.steps_per_epoch):
-            yield rank_slice(batches.next_batch()[1], self.rank, self.world_size)
+        for step in range(self.steps_per_epoch):
+            # A skipped batch is still drawn: each batch's pairs depend on what the earlier ones took.
+            batch = batches.next_batch()[1]
+            if step >= self.start:
+                yield rank_slice(batch, self.rank, self.world_size)

@@ -1,4 +1,4 @@
-"""Streamed shards: same batches as in-memory loading, nested data.scale, exact resumption."""
+"""Streamed shards: same batches as in-memory loading, nested data.scale; exact resumption of both loaders."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from hybridsweep.data.datamodule import EpochResumableLoader
 from hybridsweep.data.shards import read_manifest, write_shards
 from hybridsweep.data.streaming import ResumableLoader, StreamedPairBatches, select_shards
+from hybridsweep.sampling import HybridBatchSampler
 
 SEED, BATCH = 7, 24
 
@@ -169,27 +171,64 @@ class _RecordBatches(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _run(shards, tmp_path, max_steps, workers, mono_batches, ckpt_path=None):
-    module = _RecordBatches()
+def _streamed_loader(shards, workers, mono_batches):
     stream = StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, scale=0.5,
                                  mono_batches=mono_batches)
+    return ResumableLoader(stream, num_workers=workers)
+
+
+def _in_memory_sampler(shards, mono_batches):
+    """The same pairs loaded whole and their :class:`HybridBatchSampler` (the default data path)."""
+    rows = [dict(r, is_mono=pool == "mono") for pool in ("mono", "cross") for r in in_memory_rows(shards, pool)]
+    sampler = HybridBatchSampler([r["qid"] for r in rows], [r["is_mono"] for r in rows], BATCH, "hybrid", "auto",
+                                 seed=SEED, languages=[r["q_lang"] for r in rows], mono_batches=mono_batches)
+    return rows, sampler
+
+
+def _in_memory_loader(shards, workers, mono_batches):
+    return EpochResumableLoader(*_in_memory_sampler(shards, mono_batches), collate_ids, num_workers=workers)
+
+
+LOADERS = {"streamed": _streamed_loader, "in_memory": _in_memory_loader}
+
+
+def _run(shards, tmp_path, max_steps, workers, mono_batches, source, save_at, ckpt_path=None):
+    module = _RecordBatches()
+    loader = LOADERS[source](shards, workers, mono_batches)
     trainer = L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False,
-                        callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)])
-    trainer.fit(module, ResumableLoader(stream, num_workers=workers), ckpt_path=ckpt_path)
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=save_at, save_top_k=-1)])
+    trainer.fit(module, loader, ckpt_path=ckpt_path)
     return module.seen
 
 
+def test_in_memory_training_draws_each_epoch_from_its_own_seed(shards, tmp_path):
+    # Lightning sets the epoch only on a loader's sampler, never on a batch sampler: the loader
+    # must, or every epoch repeats epoch 0. Reference: the sampler iterated by hand per epoch.
+    rows, sampler = _in_memory_sampler(shards, "per_language")
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        epochs.append([[pair(rows[i]) for i in batch] for batch in sampler])
+    assert epochs[0] != epochs[1] != epochs[2]
+    seen = _run(shards, tmp_path, 3 * len(sampler), 0, "per_language", "in_memory", len(sampler))
+    assert [pairs for _, pairs in seen] == epochs[0] + epochs[1] + epochs[2]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("source", sorted(LOADERS))
 @pytest.mark.parametrize("mono_batches,workers", [("per_language", 0), ("per_language", 2), ("mixed", 0)])
-def test_resumed_run_continues_where_it_stopped(shards, tmp_path, mono_batches, workers):
-    stream_len = len(StreamedPairBatches(shards, collate_ids, BATCH, "hybrid", "auto", seed=SEED, scale=0.5))
-    total = stream_len + 3  # runs into the second epoch
-    stop = stream_len - 2   # a checkpoint in the middle of the first epoch
-    whole = _run(shards, tmp_path / "whole", total, workers, mono_batches)
+def test_resumed_run_continues_where_it_stopped(shards, tmp_path, mono_batches, workers, source):
+    epoch = len(LOADERS[source](shards, 0, mono_batches))
+    total = epoch + 6  # runs into the second epoch
+    stop = epoch - 6   # a checkpoint in the middle of the first epoch
+    whole = _run(shards, tmp_path / "whole", total, workers, mono_batches, source, stop)
     checkpoint = next((tmp_path / "whole").glob(f"*step={stop}.ckpt"))
-    resumed = _run(shards, tmp_path / "resumed", total, workers, mono_batches, ckpt_path=str(checkpoint))
+    resumed = _run(shards, tmp_path / "resumed", total, workers, mono_batches, source, stop, ckpt_path=str(checkpoint))
     assert [s for s, _ in whole] == list(range(total))
+    # The second epoch's batches differ from the first's, so a resume that restarted the epoch
+    # (and trained its first batches again) could not match.
+    assert whole[epoch][1] != whole[0][1]
     assert resumed == whole[stop:]
     if mono_batches == "per_language":
         # The resumed steps include monolingual batches, each in one language.

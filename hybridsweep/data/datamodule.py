@@ -3,7 +3,7 @@ fixed validation batches of the question ids held out of training."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -66,6 +66,43 @@ class ValidationBatches:
         return DataLoader(self.pairs, batch_sampler=batches, collate_fn=self.collator)
 
 
+class EpochResumableLoader(DataLoader):
+    """The training loader of :class:`HybridBatchSampler`. It owns the epoch count, and its
+    ``state_dict`` is its position: the epoch and the batches of it handed out.
+
+    Each pass starts where the last one stopped: the next epoch (``sampler.set_epoch``) after a
+    finished one, else the rest of the current one. Lightning calls ``set_epoch`` only on a
+    loader's ``sampler`` (or ``batch_sampler.sampler``), never on a batch sampler, so without
+    this every epoch would repeat the batches of epoch 0. Lightning saves ``state_dict()`` in
+    checkpoints and calls ``load_state_dict`` on resume; the sampler then draws the epoch from
+    ``(seed, epoch)`` as before and skips the batches already trained (``sampler.start``), so a
+    run resumed in the middle of an epoch trains on the batches an uninterrupted run trains on.
+    The loader has a length, so Lightning fetches no batch ahead of the step it runs.
+    """
+
+    def __init__(self, pairs, sampler: HybridBatchSampler, collate_fn, num_workers: int = 0):
+        super().__init__(pairs, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+                         persistent_workers=num_workers > 0)
+        self.position = {"epoch": 0, "batches": 0}
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch, handed = self.position["epoch"], self.position["batches"]
+        if handed >= len(self.batch_sampler):
+            epoch, handed = epoch + 1, 0
+        self.batch_sampler.set_epoch(epoch)
+        self.batch_sampler.start = handed
+        for batch in super().__iter__():
+            handed += 1
+            self.position = {"epoch": epoch, "batches": handed}
+            yield batch
+
+    def state_dict(self) -> dict:
+        return dict(self.position)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.position = dict(state_dict)
+
+
 class PairDataModule(L.LightningDataModule):
     """Serves the (question, passage) pairs of the training question ids of a corpus.
 
@@ -116,10 +153,7 @@ class PairDataModule(L.LightningDataModule):
         # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
         self.sampler.rank, self.sampler.world_size = self._rank()
         check_divisible(self.sampler.batch_size, self.sampler.world_size)
-        return DataLoader(
-            self.pairs, batch_sampler=self.sampler, collate_fn=self.collator,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
+        return EpochResumableLoader(self.pairs, self.sampler, self.collator, self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         return self.validation.loader(*self._rank()) if self.validation else []

@@ -122,7 +122,7 @@ class Grid:
     points: dict[str, tuple[str, ...]]
     """config hash -> the point's overrides."""
     older: dict[str, str]
-    """config hash under an older results version -> the point's current hash."""
+    """hash under an older results version -> the current one, of points and zero-shot runs."""
     zero_shot: frozenset[str]
     """zero-shot identities of the points that evaluate their initializer."""
 
@@ -140,7 +140,10 @@ def grid(overrides: tuple[str, ...]) -> Grid:
             points[digest] = tuple(point)
             older |= {config_hash(cfg, version): digest for version in range(1, RESULTS_VERSION)}
             if cfg.eval.before_training:
-                zero_shot |= {zero_shot_hash(cfg, suite) for suite in cfg.eval.suites}
+                for suite in cfg.eval.suites:
+                    zero_shot.add(zero_shot_hash(cfg, suite))
+                    older |= {zero_shot_hash(cfg, suite, version): zero_shot_hash(cfg, suite)
+                              for version in range(1, RESULTS_VERSION)}
     return Grid(points, older, frozenset(zero_shot))
 
 
@@ -149,38 +152,57 @@ def grid_runs(profile: DictConfig, sweep: str, accept_stale: bool, sweep_tag: st
     points = grid(tuple(sweep_overrides(profile, sweep)))
     runs = point_runs(profile.experiment, points.points, sweep_tag, roles=("point",))
     if accept_stale:
-        have = set(runs.get(f"tags.{HASH_TAG}", []))
-        stale = point_runs(profile.experiment, points.older, sweep_tag, roles=("point",))
-        stale = stale[~stale[f"tags.{HASH_TAG}"].map(points.older).isin(have)] if not stale.empty else stale
-        runs = pd.concat([runs, stale], ignore_index=True)
+        runs = pd.concat([runs, stale_runs(profile, runs, points.older, sweep_tag, "point")], ignore_index=True)
     return runs
 
 
-def report_stale(profile: DictConfig, sweep: str) -> int:
+def stale_runs(profile: DictConfig, runs: pd.DataFrame, older: dict[str, str], sweep_tag: str | None,
+               role: str) -> pd.DataFrame:
+    """The finished runs of older results versions (``older``: old hash -> current hash) of the
+    identities that ``runs`` lacks, the newest version's for each."""
+    stale = point_runs(profile.experiment, older, sweep_tag, roles=(role,))
+    if stale.empty:
+        return stale
+    current = stale[f"tags.{HASH_TAG}"].map(older)
+    version = pd.to_numeric(stale[f"tags.{RESULTS_VERSION_TAG}"], errors="coerce")
+    newest_first = stale.assign(current=current, version=version).sort_values("version", ascending=False)
+    newest_first = newest_first[~newest_first["current"].isin(set(runs.get(f"tags.{HASH_TAG}", [])))]
+    return newest_first.drop_duplicates("current").drop(columns=["current", "version"]).reset_index(drop=True)
+
+
+def report_stale(profile: DictConfig, sweep: str, accept_stale: bool) -> int:
     """List the points whose only finished runs are of an older results version; their count."""
     points = grid(tuple(sweep_overrides(profile, sweep)))
-    current = set(point_runs(profile.experiment, points.points, roles=("point",)).get(f"tags.{HASH_TAG}", []))
-    stale = point_runs(profile.experiment, points.older, roles=("point",))
-    stale = stale[~stale[f"tags.{HASH_TAG}"].map(points.older).isin(current)] if not stale.empty else stale
+    stale = stale_runs(profile, point_runs(profile.experiment, points.points, roles=("point",)), points.older, None, "point")
     for _, run in stale.iterrows():
         print(f"[paper] sweep {sweep}: stale run {run['run_id']} ({run.get('tags.mlflow.runName')}) of results version "
-              f"{run.get(f'tags.{RESULTS_VERSION_TAG}')} (now {RESULTS_VERSION}): not used without --accept-stale",
+              f"{run.get(f'tags.{RESULTS_VERSION_TAG}')} (now {RESULTS_VERSION}): "
+              f"{'used (--accept-stale)' if accept_stale else 'not used without --accept-stale'}",
               file=sys.stderr)
     return len(stale)
 
 
 def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str, accept_stale: bool) -> None:
-    """Run the sweep's command unless every one of its points already has a finished run."""
+    """Run the sweep's command unless every one of its points already has a finished run. With
+    ``accept_stale``, a point with only a stale run counts as done: the command then runs for the
+    missing points alone, one point each, since a whole sweep would retrain the stale ones."""
     overrides = sweep_overrides(profile, sweep)
-    points = grid(tuple(overrides)).points
-    stale = report_stale(profile, sweep)
+    points = grid(tuple(overrides))
+    stale = report_stale(profile, sweep, accept_stale)
     finished = grid_runs(profile, sweep, accept_stale)
-    missing = len(points) - len(finished)
+    done = {points.older.get(digest, digest) for digest in finished.get(f"tags.{HASH_TAG}", [])}
+    missing = [point for digest, point in points.points.items() if digest not in done]
     if not missing:
-        print(f"[paper] sweep {sweep}: all {len(points)} points are in MLflow; nothing to train", flush=True)
+        print(f"[paper] sweep {sweep}: all {len(points.points)} points are in MLflow; nothing to train", flush=True)
         return
-    print(f"[paper] sweep {sweep}: {missing} of {len(points)} points missing"
+    print(f"[paper] sweep {sweep}: {len(missing)} of {len(points.points)} points missing"
           f"{f' ({stale} with only stale runs)' if stale and not accept_stale else ''}; running the sweep", flush=True)
+    for point_overrides in (missing if accept_stale and stale else [overrides]):
+        run_sweep(profile_name, sweep, list(point_overrides))
+
+
+def run_sweep(profile_name: str, sweep: str, overrides: list[str]) -> None:
+    """``python -m hybridsweep.train -m <overrides>`` into the sweep's directory (its runs' tag)."""
     command = [sys.executable, "-m", "hybridsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir(profile_name, sweep)}"]
     # One intra-op thread unless the caller chose otherwise: small models crawl with spinning threads.
     env = {"OMP_NUM_THREADS": "1", **os.environ}
@@ -215,6 +237,12 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     if spec.kind != "scaling":
         initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
         zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
+        if accept_stale:
+            older = {}
+            for sweep in target_sweeps(spec):
+                older |= grid(tuple(sweep_overrides(profile, sweep))).older
+            older = {old: new for old, new in older.items() if new in initializers}
+            zero_shot = pd.concat([zero_shot, stale_runs(profile, zero_shot, older, None, "zero-shot")], ignore_index=True)
         shown = shown_metrics(spec)
         runs = pd.concat([runs, zero_shot], ignore_index=True)
         runs = runs[logging_any(runs, shown)].reset_index(drop=True)
@@ -232,6 +260,7 @@ def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str
 
 def build_scaling(
     profile_name: str, profile: DictConfig, target: str, runs: pd.DataFrame, stem: Path, n_boot: int, bias: dict,
+    notes: list[str],
 ) -> list[Path]:
     """A ``kind: scaling`` target: the law over ``x`` (and ``x2``: the joint law) per line of
     ``lines``, fitted as ``fit`` says (the target's, else the profile's: ``loss: l2|huber``,
@@ -255,7 +284,7 @@ def build_scaling(
     labels = [spec.x_label, *([spec.get("x2_label", spec.x2)] if spec.get("x2") else [])]
     columns = [setting_column(s) for s in SETTINGS]
     columns += [metric_column(m, d == "higher") for m, d in present_metrics(runs, bias).items()]
-    notes = []
+    notes = list(notes)
     if present_metrics(runs, {LOSS_COLUMN: "lower"}):
         columns.append(metric_column(LOSS_COLUMN, higher_is_better=False))
         notes.append(f"{LOSS_COLUMN}: the lowest validation InfoNCE of a run (a contrastive entropy at a fixed number "
@@ -269,6 +298,18 @@ def build_scaling(
     return write_scaling(points, line_fits, figure, stem, spec.caption, settings, notes)
 
 
+def stale_note(runs: pd.DataFrame) -> list[str]:
+    """The note a report built with stale runs carries: which runs, of which results version."""
+    versions = pd.to_numeric(runs.get(f"tags.{RESULTS_VERSION_TAG}", pd.Series(index=runs.index)), errors="coerce")
+    old = runs[versions != RESULTS_VERSION]
+    if old.empty:
+        return []
+    names = ", ".join(sorted(old.get("tags.mlflow.runName", old["run_id"]).astype(str)))
+    found = ", ".join(str(v) for v in sorted(set(versions[old.index].dropna().astype(int))))
+    return [f"Stale runs (`--accept-stale`): {len(old)} of the {len(runs)} runs are of results version {found or 'unknown'} "
+            f"(the code is at {RESULTS_VERSION}): {names}."]
+
+
 def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept_stale: bool = False) -> list[Path]:
     """Build one target's outputs from MLflow and log them to a report run."""
     spec = profile.targets[target]
@@ -277,6 +318,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
     runs = target_runs(profile_name, profile, target, accept_stale)
     n_boot = int(profile.get("n_boot", 1000))
     bias = dict(profile.get("bias_metrics", {}))
+    stale = stale_note(runs)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / spec.output
     if spec.kind == "settings":
@@ -284,12 +326,13 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
         comparisons = paired_tests(runs, columns, per_question_ap, n_boot=max(n_boot, N_BOOT_TESTS))
         table = mark_significant(build_table(runs, columns, per_question_ap, n_boot=n_boot), comparisons)
         tests = out / f"{spec.output}_tests"
-        paths = write_table(table, stem, spec.caption, [significance_note(comparisons, tests.name)])
+        paths = write_table(table, stem, spec.caption, [significance_note(comparisons, tests.name), *stale])
         paths += write_tests(comparisons, tests, f"{spec.caption}: hybrid rows against mono-only and cross-only, paired tests")
         languages = [language_column(lang) for lang in multilingual_languages(runs, per_question_ap)]
         if languages:
             per_language = build_table(runs, languages, per_question_ap, n_boot=n_boot)
-            paths += write_table(per_language, out / f"{spec.output}_languages", f"{spec.caption}: multilingual setting by query language")
+            paths += write_table(per_language, out / f"{spec.output}_languages",
+                                 f"{spec.caption}: multilingual setting by query language", stale)
     elif spec.kind == "bias":
         if not bias:
             raise SystemExit(f"profile {profile_name}: bias_metrics is empty; table-bias needs at least one")
@@ -298,15 +341,15 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
         except ValueError as error:
             raise SystemExit(f"profile {profile_name}: {error}") from None
         present_metrics(runs, dict.fromkeys(c.name for c in columns))
-        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
+        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption, stale)
     elif spec.kind == "metrics":
         try:
             columns = metric_columns(dict(spec.metrics))
         except ValueError as error:
             raise SystemExit(f"profile {profile_name}: targets.{target}: {error}") from None
-        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption)
+        paths = write_table(build_table(runs, columns, per_question_ap, n_boot=n_boot), stem, spec.caption, stale)
     else:
-        paths = build_scaling(profile_name, profile, target, runs, stem, n_boot, bias)
+        paths = build_scaling(profile_name, profile, target, runs, stem, n_boot, bias, stale)
     run_id = log_report(profile.experiment, spec.output, paths, {"profile": profile_name, "source_sweep": source}, source)
     print(f"[paper] {target}: wrote {', '.join(p.name for p in paths)} (report run {run_id})", flush=True)
     return paths

@@ -13,10 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from hybridsweep import RESULTS_VERSION
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.reports.stats import Estimate, separated_best
 from hybridsweep.schema import resolve_auto
-from hybridsweep.tracking import HASH_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash, zero_shot_hash
+from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash, zero_shot_hash
 from hybridsweep.train import config_dir
 
 N_BOOT = 200
@@ -89,10 +90,10 @@ def bootstrap_by_loop(frames: list[pd.DataFrame], setting: str, n_boot: int, see
     return np.percentile(combined, [2.5, 97.5])
 
 
-def point_hash(overrides: str) -> str:
-    """The config hash train.py tags a run with, for a point given by its overrides."""
+def point_hash(overrides: str, version: int = RESULTS_VERSION) -> str:
+    """The config hash train.py (of results ``version``) tags a run with, for a point given by its overrides."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return config_hash(resolve_auto(compose("train", overrides=overrides.split())))
+        return config_hash(resolve_auto(compose("train", overrides=overrides.split())), version)
 
 
 def suite_zero_shot_hash(overrides: str, suite: str) -> str:
@@ -101,10 +102,12 @@ def suite_zero_shot_hash(overrides: str, suite: str) -> str:
         return zero_shot_hash(resolve_auto(compose("train", overrides=overrides.split())), suite)
 
 
-def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides="", tags=None):
-    """One finished run as train.py logs it: ``overrides`` is its command-line overrides tag, and
-    the config hash tag is that of the point they compose."""
-    tags = {"sweep": sweep, "overrides": overrides, HASH_TAG: point_hash(overrides), **(tags or {})}
+def log_run(client, experiment_id, sweep, params, metrics, per_question=None, tmp_path=None, overrides="", tags=None,
+            version=RESULTS_VERSION):
+    """One finished run as train.py of results ``version`` logs it: ``overrides`` is its
+    command-line overrides tag, and the config hash tag is that of the point they compose."""
+    tags = {"sweep": sweep, "overrides": overrides, HASH_TAG: point_hash(overrides, version),
+            RESULTS_VERSION_TAG: str(version), **(tags or {})}
     run = client.create_run(experiment_id, tags=tags)
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
@@ -531,6 +534,51 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     log_run(client, experiment_id, "multirun/paper/test/other", {}, {}, overrides=" ".join(sorted(last - {"seed=0"})))
     paper.ensure_sweep("test", profile, "strategies", accept_stale=False)
     assert len(launched) == 1, "every point finished: the sweep command must not run again"
+
+
+def test_stale_points_count_only_when_accepted(strategy_store, isolated_env, monkeypatch):
+    """A point whose only run is of an older results version is trained again, by the whole
+    sweep; with ``accept_stale`` it counts as done, only the missing points are launched (one
+    command each, the sweep would retrain the stale ones) and the tables name the stale run."""
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("paper-test").experiment_id
+    current = mlflow.search_runs(experiment_names=["paper-test"], filter_string=f"tags.`{ROLE_TAG}` = 'point'")
+    by_overrides = dict(zip(current["tags.overrides"], current["run_id"]))
+    old_point, missing_point = f"sampling=mono seed=1 {COMMON}", f"sampling=cross seed=1 {COMMON}"
+    for overrides in (old_point, missing_point):
+        client.delete_run(by_overrides[overrides])
+    frame = strategy_store["mono", 1]
+    metrics = {f"map_full/{s}": value_by_loop(frame, s) for s in ("monolingual", "crosslingual", "multilingual")}
+    params = {"model.name": "m1", "sampling.strategy": "mono", "sampling.mix_ratio": "auto", "seed": "1"}
+    stale_id = log_run(client, experiment_id, "multirun/paper/test/strategies", params, metrics, frame, isolated_env,
+                       old_point, tags={ROLE_TAG: "point", "mlflow.runName": "old-mono-1"}, version=RESULTS_VERSION - 1)
+    launched = []
+    paper_module = _load_paper_module()
+    monkeypatch.setattr(
+        paper_module.subprocess, "run", lambda command, **_: launched.append(command) or subprocess.CompletedProcess(command, 0)
+    )
+    profile = paper_module.load_profile(_profile(isolated_env))
+    paper_module.ensure_sweep("test", profile, "strategies", accept_stale=False)
+    assert len(launched) == 1 and any("," in part for part in launched[0]), "the whole sweep, comma lists and all"
+    launched.clear()
+    paper_module.ensure_sweep("test", profile, "strategies", accept_stale=True)
+    assert len(launched) == 1
+    swept = {part for part in launched[0] if "=" in part and not part.startswith("hydra.")}
+    assert swept == set(missing_point.split()) | {"tracking.experiment=paper-test"}
+    monkeypatch.undo()
+
+    out = isolated_env / "reports"
+    paper_module.build("test", profile, "table-xquad", out, accept_stale=True)
+    table = pd.read_csv(out / "table_xquad.csv")
+    mono = table[(table["training"] == "mono-only") & (table["column"] == "multilingual")].iloc[0]
+    assert mono["n_runs"] == 2
+    note = (out / "table_xquad.md").read_text()
+    assert f"results version {RESULTS_VERSION - 1} (the code is at {RESULTS_VERSION}): old-mono-1" in note
+    assert client.get_run(stale_id).info.status == "FINISHED"
+    paper_module.build("test", profile, "table-xquad", out)
+    table = pd.read_csv(out / "table_xquad.csv")
+    assert table[(table["training"] == "mono-only") & (table["column"] == "multilingual")].iloc[0]["n_runs"] == 1
+    assert "Stale runs" not in (out / "table_xquad.md").read_text()
 
 
 def test_points_trained_by_another_sweep_are_in_the_table(strategy_store, isolated_env):

@@ -2,8 +2,10 @@
 
 Exactness of a resume: checkpoints hold, besides the weights, optimiser and scheduler, the random
 state of torch / numpy / python (:class:`RngStateCheckpoint`) and what has been processed so far
-(:class:`ComputeAccounting`), and the samplers draw epoch ``e`` from ``(seed, e)`` alone, so the
-steps after a checkpoint are recomputed bit for bit (with ``trainer.deterministic``).
+(:class:`ComputeAccounting`), the data modules keep the training loader's position
+(:class:`~hybridsweep.data.datamodule.ResumableTrainingData`), and the samplers draw epoch ``e``
+from ``(seed, e)`` alone, so the steps after a checkpoint are recomputed bit for bit (with
+``trainer.deterministic``), whether it was written at an epoch's end or in its middle.
 """
 
 from __future__ import annotations
@@ -32,7 +34,25 @@ def progress_bars(cfg: DictConfig) -> list[Callback]:
 
 class RngStateCheckpoint(Callback):
     """Stores the torch / numpy / python random state in each checkpoint and restores it on resume,
-    so the dropout masks after a resume are those an uninterrupted run draws."""
+    so the dropout masks after a resume are those an uninterrupted run draws.
+
+    The state is set at the first training batch after the restore, not when the checkpoint is
+    read: in between, the resumed process builds its loaders and reruns the validation a
+    mid-epoch checkpoint was written in, which the uninterrupted run did before writing it. The
+    uninterrupted run draws nothing between a checkpoint and its next batch: the training loaders
+    take their worker seed from a generator of their own (:func:`loader_generator`).
+    """
+
+    def __init__(self):
+        self.restored: dict | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.restored is not None:
+            state, self.restored = self.restored, None
+            torch.set_rng_state(state["torch"])
+            name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+            random.setstate(state["python"])
 
     def state_dict(self) -> dict:
         # Tensors, lists and numbers only, so that torch.load(weights_only=True) accepts the checkpoint.
@@ -44,10 +64,15 @@ class RngStateCheckpoint(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        name, keys, position, has_gauss, cached_gaussian = state_dict["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-        random.setstate(state_dict["python"])
+        self.restored = state_dict
+
+
+def loader_generator() -> torch.Generator:
+    """The generator a training loader draws its worker base seed from at each new iterator. The
+    default, torch's global generator, would move the dropout stream at every epoch start, so a
+    resume at an epoch's end could not land on the stream an uninterrupted run continues with.
+    The workers draw nothing with it: the batches come from the seeded samplers."""
+    return torch.Generator().manual_seed(0)
 
 
 class ComputeAccounting(Callback):

@@ -139,13 +139,16 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
 
 @pytest.mark.slow
 def test_killed_point_resumes_into_its_run_with_the_uninterrupted_metrics(tmp_path):
-    reference = run_cli(tmp_path, "batch_size=8", "tracking.experiment=reference")
+    # Validation, hence a checkpoint, twice an epoch: the last one before the kill is mid-epoch.
+    point = ("batch_size=8", "+trainer.val_check_interval=0.5")
+    reference = run_cli(tmp_path, *point, "tracking.experiment=reference")
     assert reference.returncode == 0, reference.stderr[-3000:]
     client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     [ref] = _runs(client, "reference")
     steps = _steps_per_epoch(ref)
-    kill_at = steps + 4  # inside the second epoch, after the first epoch's checkpoint
-    killed = run_cli(tmp_path, "batch_size=8", "tracking.experiment=resumed", script=REPO_ROOT / "tests" / "kill_during_training.py",
+    kill_at = steps + steps // 2 + 2  # in the second epoch, after its mid-epoch checkpoint, before its end
+    assert kill_at < 2 * steps
+    killed = run_cli(tmp_path, *point, "tracking.experiment=resumed", script=REPO_ROOT / "tests" / "kill_during_training.py",
                      env=cli_env(tmp_path, KILL_AT_STEP=str(kill_at)))
     assert killed.returncode == -9  # SIGKILL
 
@@ -155,11 +158,12 @@ def test_killed_point_resumes_into_its_run_with_the_uninterrupted_metrics(tmp_pa
     assert max(step for step, _ in logged_before) > steps  # steps past the checkpoint exist
 
     # The claim's process is gone: the next invocation resumes the point at once.
-    resumed = run_cli(tmp_path, "batch_size=8", "tracking.experiment=resumed")
+    resumed = run_cli(tmp_path, *point, "tracking.experiment=resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     [run] = _runs(client, "resumed")
     assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
     assert "Restoring states from the checkpoint" in resumed.stderr + resumed.stdout
+    assert "dataloader is not resumable" not in resumed.stderr + resumed.stdout
     curve = _history(client, run.info.run_id, "train/loss")
     # Every step exactly once, none lost, and the values of the uninterrupted run.
     assert [step for step, _ in curve] == list(range(2 * steps))

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 import lightning as L
 from torch.utils.data import DataLoader
 
+from hybridsweep.callbacks import loader_generator
 from hybridsweep.data.parallel_qa import ParallelQA, split_question_ids, training_pairs
 from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import HybridBatchSampler, check_divisible, rank_slice
@@ -73,8 +74,8 @@ class EpochResumableLoader(DataLoader):
     Each pass starts where the last one stopped: the next epoch (``sampler.set_epoch``) after a
     finished one, else the rest of the current one. Lightning calls ``set_epoch`` only on a
     loader's ``sampler`` (or ``batch_sampler.sampler``), never on a batch sampler, so without
-    this every epoch would repeat the batches of epoch 0. Lightning saves ``state_dict()`` in
-    checkpoints and calls ``load_state_dict`` on resume; the sampler then draws the epoch from
+    this every epoch would repeat the batches of epoch 0. Checkpoints keep ``state_dict()`` (see
+    :class:`ResumableTrainingData`), restored by ``load_state_dict``; the sampler then draws the epoch from
     ``(seed, epoch)`` as before and skips the batches already trained (``sampler.start``), so a
     run resumed in the middle of an epoch trains on the batches an uninterrupted run trains on.
     The loader has a length, so Lightning fetches no batch ahead of the step it runs.
@@ -82,7 +83,7 @@ class EpochResumableLoader(DataLoader):
 
     def __init__(self, pairs, sampler: HybridBatchSampler, collate_fn, num_workers: int = 0):
         super().__init__(pairs, batch_sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
-                         persistent_workers=num_workers > 0)
+                         persistent_workers=num_workers > 0, generator=loader_generator())
         self.position = {"epoch": 0, "batches": 0}
 
     def __iter__(self) -> Iterator[dict]:
@@ -103,7 +104,38 @@ class EpochResumableLoader(DataLoader):
         self.position = dict(state_dict)
 
 
-class PairDataModule(L.LightningDataModule):
+class ResumableTrainingData(L.LightningDataModule):
+    """A data module whose checkpointed state is the position of its training loader.
+
+    Lightning loads a loader's own ``state_dict`` only into a loader it builds after restoring
+    the loops; the module's ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``
+    (the warm-up schedule's length), which builds the loader before that, so the position would
+    be dropped and a resumed run would start its epoch over. A data module's state is restored
+    before anything is built: the module saves its loader's position and hands a restored one to
+    the loader it builds next (:meth:`resumable`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.training_loader: DataLoader | None = None
+        self.restored_position: dict | None = None
+
+    def resumable(self, loader: DataLoader) -> DataLoader:
+        """``loader`` (one with ``state_dict``/``load_state_dict``), at the restored position if any."""
+        if self.restored_position is not None:
+            loader.load_state_dict(self.restored_position)
+            self.restored_position = None
+        self.training_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        return {"training_position": self.training_loader.state_dict()} if self.training_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored_position = state_dict.get("training_position")
+
+
+class PairDataModule(ResumableTrainingData):
     """Serves the (question, passage) pairs of the training question ids of a corpus.
 
     The question ids are split once (:func:`split_question_ids` with ``subset_seed``): the first
@@ -153,7 +185,7 @@ class PairDataModule(L.LightningDataModule):
         # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
         self.sampler.rank, self.sampler.world_size = self._rank()
         check_divisible(self.sampler.batch_size, self.sampler.world_size)
-        return EpochResumableLoader(self.pairs, self.sampler, self.collator, self.num_workers)
+        return self.resumable(EpochResumableLoader(self.pairs, self.sampler, self.collator, self.num_workers))
 
     def val_dataloader(self) -> DataLoader | list:
         return self.validation.loader(*self._rank()) if self.validation else []

@@ -34,13 +34,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import datasets
-import lightning as L
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hybridsweep.data.datamodule import PairCollator, ValidationBatches, sampler_options
+from hybridsweep.callbacks import loader_generator
+from hybridsweep.data.datamodule import PairCollator, ResumableTrainingData, ValidationBatches, sampler_options
 from hybridsweep.data.parallel_qa import ParallelQA, scale_count, split_question_ids
 from hybridsweep.data.shards import POOLS, pair_counts, read_manifest
 from hybridsweep.model import TextTokenizer
@@ -282,7 +282,8 @@ class StreamedPairBatches(IterableDataset):
 class ResumableLoader(DataLoader):
     """A loader of :class:`StreamedPairBatches` whose ``state_dict`` is the consumed data position.
 
-    Lightning saves ``state_dict()`` in checkpoints and calls ``load_state_dict`` on resume. The
+    Checkpoints keep ``state_dict()`` (see :class:`~hybridsweep.data.datamodule.ResumableTrainingData`),
+    restored by ``load_state_dict``. The
     loader has a length, so Lightning fetches no batch ahead of the step it runs: the position
     after the last batch handed out is the position after the last step trained. The readers'
     distinct-id check (:meth:`StreamedPairBatches.check_lanes`) runs here, before any worker starts.
@@ -290,7 +291,7 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, dataset: StreamedPairBatches, num_workers: int = 0):
         dataset.check_lanes(max(num_workers, 1))
-        super().__init__(dataset, batch_size=None, num_workers=num_workers)
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, generator=loader_generator())
         self.position = copy.deepcopy(dataset.start)
 
     def __iter__(self) -> Iterator[dict]:
@@ -309,7 +310,7 @@ class ResumableLoader(DataLoader):
         self.position = copy.deepcopy(state_dict)
 
 
-class StreamingDataModule(L.LightningDataModule):
+class StreamingDataModule(ResumableTrainingData):
     """Serves the training pairs of a shard directory (``data.shards``) to each rank, streamed.
 
     ``corpus`` (a small in-memory corpus, which also trains the tokenizer) provides the
@@ -356,7 +357,7 @@ class StreamingDataModule(L.LightningDataModule):
             self.batches = StreamedPairBatches(
                 **self.arguments, rank=self.trainer.global_rank, world_size=self.trainer.world_size
             )
-        return ResumableLoader(self.batches, self.num_workers)
+        return self.resumable(ResumableLoader(self.batches, self.num_workers))
 
     def val_dataloader(self):
         if self.validation is None:

@@ -3,7 +3,7 @@ swept over batch size, mixing ratio and data scale, evaluated zero-shot and trac
 
 __version__ = "0.2.0"
 
-RESULTS_VERSION = 5
+RESULTS_VERSION = 6
 """Bumped by every change that alters what a point computes (sampling, losses, model, data,
 evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.config_hash`), so
 runs made by an earlier version are never taken for results of this one.
@@ -16,5 +16,9 @@ embedded tiny model was already in training mode); 4 — evaluation leaves the g
 alone, so a point trains the same whether it evaluated its initializer itself or reused that
 evaluation (the fault-injection benchmark found the difference); 5 — in-memory training draws
 each epoch from ``(seed, epoch)`` (Lightning never set a batch sampler's epoch, so every epoch
-repeated epoch 0's batches) and resumes mid-epoch where it stopped (it restarted the epoch).
-Runs of one epoch or less that were never resumed mid-epoch compute the same under 4 and 5."""
+repeated epoch 0's batches) and resumes mid-epoch where it stopped (it restarted the epoch); its
+training loaders draw their worker seed from a generator of their own, which moves every run's
+dropout stream by one draw; 6 — ``compute/*`` (pairs seen, tokens, peak memory) are the totals
+of training: evaluating the best checkpoint restored the counts it was saved with, so a run whose
+kept checkpoint was not its last under-reported them (its ``compute/steps`` and every other
+metric were right)."""

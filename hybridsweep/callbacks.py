@@ -95,7 +95,8 @@ class ComputeAccounting(Callback):
         self.tokens += int(counts[1])
 
     def metrics(self, trainer: L.Trainer) -> dict[str, float]:
-        """The totals, and on a CUDA device the peak memory its tensors took in this process."""
+        """The totals, and on a CUDA device the peak memory its tensors took in this process; read
+        them before an evaluation loads a checkpoint, which restores the counts saved in it."""
         figures = {"pairs_seen": self.pairs, "tokens": self.tokens, "steps": trainer.global_step}
         device = trainer.strategy.root_device
         if device.type == "cuda":

@@ -117,14 +117,16 @@ def train(cfg: DictConfig) -> float:
                 tracker.set_tags({tracking.ZERO_SHOT_RUN_TAG: ",".join(run.info.run_id for run in initial)})
         with timed(seconds, "fit"):
             trainer.fit(module, datamodule=datamodule, ckpt_path="last" if decision.resumed else None)
+        accounting = next((c for c in callbacks if isinstance(c, ComputeAccounting)), None)
+        if accounting is not None:
+            # Logged before the evaluation: loading the best checkpoint restores every callback's
+            # state, which would turn the totals of training into the counts at that checkpoint.
+            tracker.log_metrics(accounting.metrics(trainer), step=trainer.global_step, prefix="compute/")
         with timed(seconds, "eval"):
             results = evaluator.run(trainer, module, trained=True)
             log_results(tracker, evaluator.suites, results, step=trainer.global_step)
         if cfg.tracking.log_model:
             log_model(tracker, module.encoder, step=trainer.global_step)  # the weights just evaluated
-        accounting = next((c for c in callbacks if isinstance(c, ComputeAccounting)), None)
-        if accounting is not None:
-            tracker.log_metrics(accounting.metrics(trainer), step=trainer.global_step, prefix="compute/")
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
             # The monitored score of the kept checkpoint: with val/loss, a contrastive entropy at a

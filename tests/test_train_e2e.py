@@ -112,3 +112,18 @@ def test_auto_precision_is_logged_and_identified_as_the_value_it_resolves_to(tmp
     assert run.data.params["trainer.precision"] == trained and run.data.params["eval.precision"] == evaluated
     assert zero_shot.data.params["eval.precision"] == evaluated
     assert "auto" not in (run.data.params["trainer.precision"], zero_shot.data.params["eval.precision"])
+
+
+@pytest.mark.slow
+def test_compute_totals_cover_all_training_when_an_earlier_checkpoint_is_evaluated(tmp_path):
+    """The kept checkpoint is the one of the lowest step (monitor=step, mode=min): the first
+    epoch's. Evaluating it must not turn the logged totals into that checkpoint's counts."""
+    done = run_cli(tmp_path, "batch_size=8", "eval.checkpoint=best", "callbacks.model_checkpoint.monitor=step")
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["hybridsweep"])
+    point = runs[runs[f"tags.{tracking.ROLE_TAG}"] == "point"].iloc[0]
+    steps_per_epoch, epochs = int(point["params.sampling.steps_per_epoch"]), int(point["params.trainer.max_epochs"])
+    assert epochs == 2 and point["metrics.step_best"] == steps_per_epoch  # the first epoch's checkpoint was kept
+    assert point["metrics.compute/steps"] == epochs * steps_per_epoch
+    assert point["metrics.compute/pairs_seen"] == epochs * steps_per_epoch * 8

@@ -136,6 +136,16 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     assert [r.info.run_id for r in _runs(client, "hybridsweep", "parent")] == [parent.info.run_id]
     assert f"finished earlier in run {finished[0].info.run_id}, skipped" in second.stdout + second.stderr
 
+    # Run again in the same directory with the failing point's batch size fixed: job 1 reuses the
+    # directory holding the second attempt's failure.txt, and the sweep succeeds; both earlier
+    # tracebacks are kept, in the order of the attempts.
+    third = run_cli(tmp_path, "-m", "batch_size=8,16", "hydra.sweep.dir=sweep")
+    assert third.returncode == 0, third.stderr
+    assert "failed" not in third.stderr
+    job = tmp_path / "sweep" / "1"
+    assert sorted(p.name for p in job.glob("failure*.txt")) == ["failure.1.txt", "failure.2.txt"]
+    assert all("batch_size=100 exceeds" in (job / name).read_text() for name in ("failure.1.txt", "failure.2.txt"))
+
 
 @pytest.mark.slow
 def test_killed_point_resumes_into_its_run_with_the_uninterrupted_metrics(tmp_path):

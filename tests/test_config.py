@@ -3,6 +3,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
+from hybridsweep import paper
 from hybridsweep.schema import ConfigError, validate
 from hybridsweep.train import config_dir
 
@@ -54,3 +55,17 @@ def test_unknown_strategy_fails_at_composition_with_the_choices():
 def test_unknown_top_level_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException):
         _compose("sampling.ratio=0.3")
+
+
+@pytest.mark.parametrize("profile_name", ["tiny", "cpu", "gpu"])
+def test_every_point_of_every_shipped_paper_profile_composes_and_validates(profile_name):
+    """A profile's sweeps run only where their hardware is (gpu) or for hours (cpu): a misspelled
+    key or value in one must fail here, not when the sweep reaches that point."""
+    profile = paper.load_profile(profile_name)
+    points = 0
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for sweep in profile.sweeps:
+            for point in paper.expand(paper.sweep_overrides(profile, sweep)):
+                validate(compose("train", overrides=point))
+                points += 1
+    assert points >= len(profile.sweeps)

@@ -151,16 +151,6 @@ def _in_own_processes(cfg: DictConfig) -> float:
     return json.loads(result.read_text())[MAIN_METRIC] if result.is_file() else math.nan
 
 
-def _set_aside_earlier_failure(output_dir: Path) -> None:
-    """Renames the ``failure.txt`` an earlier invocation of the sweep left in this job's directory
-    to ``failure.<n>.txt`` (n = 1 for the first set aside, then 2, ...). A sweep run again in its
-    directory (to resume it, or with a point's settings changed) reuses the job directories, and
-    its summary must report this invocation's failures only; the earlier tracebacks are kept."""
-    earlier = output_dir / FAILURE_FILE
-    if earlier.is_file():
-        earlier.rename(output_dir / f"failure.{len(list(output_dir.glob('failure.*.txt'))) + 1}.txt")
-
-
 def run_point(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     """Runs ``task(cfg)`` with :func:`threads_per_job` threads.
 
@@ -172,11 +162,10 @@ def run_point(task: Callable[[DictConfig], float], cfg: DictConfig) -> float:
     torch.set_num_threads(threads_per_job())
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return task(cfg)
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    _set_aside_earlier_failure(output_dir)
     try:
         return _in_own_processes(cfg) if training_processes(cfg.trainer) > 1 else task(cfg)
     except Exception:
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / FAILURE_FILE).write_text(traceback.format_exc())
         log.exception("point %s failed; the sweep goes on", HydraConfig.get().job.num)

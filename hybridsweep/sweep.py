@@ -103,6 +103,16 @@ def summary_figure(table: pd.DataFrame, axes: list[str], metric: str = MAIN_METR
     return figure
 
 
+def _set_aside_earlier_failures(sweep_dir: str) -> None:
+    """Renames every ``failure.txt`` an earlier invocation left under the sweep directory to
+    ``failure.<n>.txt`` beside it (n = 1 for the first set aside, then 2, ...). A sweep run again
+    in its directory (to resume it, or with its grid changed) reuses the job directories, and its
+    summary must report this invocation's failures only, including where a job directory is not
+    run again; the earlier tracebacks are kept."""
+    for path in list(Path(sweep_dir).rglob(FAILURE_FILE)):
+        path.rename(path.with_name(f"failure.{len(list(path.parent.glob('failure.*.txt'))) + 1}.txt"))
+
+
 def _failures(sweep_dir: str) -> list[tuple[str, str]]:
     """(job directory, last traceback line) of every point of this multirun that raised."""
     found = []
@@ -116,6 +126,7 @@ class SweepCallback(Callback):
     """Opens the parent run before the first job and summarises and closes it after the last."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _set_aside_earlier_failures(config.hydra.sweep.dir)
         definition = sweep_definition(config)
         digest = sweep_hash(definition, config.tracking.experiment)
         name = "sweep " + (",".join(definition["axes"]) or "(no axes)")

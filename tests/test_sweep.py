@@ -136,9 +136,14 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     assert [r.info.run_id for r in _runs(client, "hybridsweep", "parent")] == [parent.info.run_id]
     assert f"finished earlier in run {finished[0].info.run_id}, skipped" in second.stdout + second.stderr
 
-    # Run again in the same directory with the failing point's batch size fixed: job 1 reuses the
-    # directory holding the second attempt's failure.txt, and the sweep succeeds; both earlier
-    # tracebacks are kept, in the order of the attempts.
+    # Run again in the same directory without the failing point: job 1's directory, holding the
+    # second attempt's failure.txt, is not run again, and the sweep succeeds.
+    shrunk = run_cli(tmp_path, "-m", "batch_size=8", "hydra.sweep.dir=sweep")
+    assert shrunk.returncode == 0, shrunk.stderr
+    assert "failed" not in shrunk.stderr
+
+    # Run again with the failing point's batch size fixed: job 1 reuses the directory, and the
+    # sweep succeeds; both earlier tracebacks are kept, in the order of the attempts.
     third = run_cli(tmp_path, "-m", "batch_size=8,16", "hydra.sweep.dir=sweep")
     assert third.returncode == 0, third.stderr
     assert "failed" not in third.stderr

@@ -35,6 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hybridsweep import RESULTS_VERSION
+from hybridsweep.archive import RUNS_FILE, export_runs, import_runs
 from hybridsweep.point import MAIN_METRIC
 from hybridsweep.reports.fits import FitSettings
 from hybridsweep.reports.runs import per_question_ap
@@ -58,6 +59,10 @@ from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log
 register_configs()
 PROFILES = Path(config_dir()) / "paper"
 KINDS = ("settings", "bias", "metrics", "scaling")
+ARCHIVE = "archive"
+"""A profile's key naming its run archive, ``reports/<profile>/<archive>/`` (:mod:`hybridsweep.archive`):
+imported into the store before anything trains, rewritten from it at the end. Also the verb that
+only does that."""
 
 
 def load_profile(name: str) -> DictConfig:
@@ -229,7 +234,14 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     spec = profile.targets[target]
     parts = [grid_runs(profile, sweep, accept_stale, sweep_dir(profile_name, sweep)) for sweep in target_sweeps(spec)]
     runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id") if parts else pd.DataFrame()
-    expected = len(set().union(*(grid(tuple(sweep_overrides(profile, sweep))).points for sweep in target_sweeps(spec))))
+    points = {}
+    for sweep in target_sweeps(spec):
+        points |= grid(tuple(sweep_overrides(profile, sweep))).points
+    where = {str(key): str(value) for key, value in (spec.get("where") or {}).items()}
+    if where and not runs.empty:
+        runs = runs[_matches(runs, where, f"profile {profile_name}: targets.{target}.where")].reset_index(drop=True)
+        points = {h: p for h, p in points.items() if all(f"{key}={value}" in p for key, value in where.items())}
+    expected = len(points)
     if runs.empty:
         raise SystemExit(f"no finished run matches the grid of target {target} of profile {profile_name}; train it first")
     if len(runs) < expected:
@@ -249,6 +261,18 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
         if runs.empty:
             raise SystemExit(f"no run of target {target} of profile {profile_name} logs any of {shown}")
     return runs
+
+
+def _matches(runs: pd.DataFrame, where: dict[str, str], name: str) -> pd.Series:
+    """Which runs log every ``where`` param with its value (a target's ``where``: the points of
+    its sweeps it is built from, e.g. ``{batch_size: 16}``)."""
+    missing = [key for key in where if f"params.{key}" not in runs]
+    if missing:
+        raise SystemExit(f"{name}: no run logs the params {missing}; expected swept keys of the target's sweeps")
+    keep = pd.Series(True, index=runs.index)
+    for key, value in where.items():
+        keep &= runs[f"params.{key}"].astype(str) == value
+    return keep
 
 
 def present_metrics(runs: pd.DataFrame, wanted: dict[str, str]) -> dict[str, str]:
@@ -357,7 +381,8 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("targets", nargs="+", help="targets of the profile, or `paper` for all")
+    parser.add_argument("targets", nargs="+", help="targets of the profile, `paper` for all, or `archive` to only "
+                        "import and export the profile's run archive")
     parser.add_argument("--profile", default="tiny", help="conf/paper/<profile>.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports/<profile>/ is written")
     parser.add_argument("--build-only", action="store_true", help="never train; build from what MLflow has")
@@ -368,16 +393,29 @@ def main(argv: list[str] | None = None) -> None:
     profile_name = Path(args.profile).stem
     # `paper`: the profile's own list (its key `paper`), else every target.
     targets = list(profile.get("paper", profile.targets)) if "paper" in args.targets else args.targets
+    targets = [t for t in targets if t != ARCHIVE]
     unknown = [t for t in targets if t not in profile.targets]
     if unknown:
         raise SystemExit(f"unknown targets {unknown}; profile {args.profile!r} has {list(profile.targets)}")
+    if ARCHIVE in args.targets and not profile.get(ARCHIVE):
+        raise SystemExit(f"profile {args.profile!r} keeps no run archive: add `{ARCHIVE}: runs` to it")
     mlflow.set_tracking_uri(tracking_uri(OmegaConf.load(Path(config_dir()) / "tracking" / "mlflow.yaml").tracking_uri))
     os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
-    if not args.build_only:
-        for sweep in dict.fromkeys(s for t in targets for s in target_sweeps(profile.targets[t])):
-            ensure_sweep(profile_name, profile, sweep, args.accept_stale)
-    for target in targets:
-        build(profile_name, profile, target, args.out / profile_name, args.accept_stale)
+    folder = args.out / profile_name / str(profile.get(ARCHIVE)) if profile.get(ARCHIVE) else None
+    try:
+        if folder is not None and (folder / RUNS_FILE).is_file():
+            imported = import_runs(mlflow.get_tracking_uri(), profile.experiment, folder)
+            print(f"[paper] {folder}: {len(imported)} run(s) imported (the others were in the store)", flush=True)
+        if not args.build_only:
+            for sweep in dict.fromkeys(s for t in targets for s in target_sweeps(profile.targets[t])):
+                ensure_sweep(profile_name, profile, sweep, args.accept_stale)
+        for target in targets:
+            build(profile_name, profile, target, args.out / profile_name, args.accept_stale)
+    finally:
+        # Also after a failed sweep: the points that finished are kept for the next store.
+        if folder is not None:
+            count = export_runs(mlflow.get_tracking_uri(), profile.experiment, folder)
+            print(f"[paper] {folder}: {count} finished run(s) exported", flush=True)
 
 
 if __name__ == "__main__":

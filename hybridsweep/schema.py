@@ -10,6 +10,7 @@ reported with the accepted ones before anything is built.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -231,9 +232,40 @@ def config_dir() -> str:
     raise FileNotFoundError(f"no conf/train.yaml in {package} or its parent: the installation is incomplete")
 
 
+def steps_for_pairs(pairs: int, batch_size: int) -> int:
+    """Optimizer steps that see ``pairs`` training pairs at ``batch_size`` pairs a step: the
+    resolver ``${steps_for_pairs:<pairs>,${batch_size}}``, which gives points of different batch
+    sizes one budget of pairs seen (equal compute) in ``trainer.max_steps``."""
+    pairs, batch_size = int(pairs), int(batch_size)
+    if pairs <= 0 or batch_size <= 0 or pairs % batch_size:
+        raise ConfigError(f"steps_for_pairs:{pairs},{batch_size} is not allowed: expected a budget of pairs > 0 "
+                          f"that is a multiple of the batch size {batch_size} (a whole number of steps)")
+    return pairs // batch_size
+
+
+def sqrt_batch_scaled(value: float, batch_size: int, reference_batch_size: int) -> float:
+    """``value * sqrt(batch_size / reference_batch_size)``: the resolver
+    ``${sqrt_batch_scaled:3e-5,${batch_size},100}``, the square-root learning-rate rule across
+    batch sizes (the gradient's noise scale falls as 1/sqrt(B); Krizhevsky 2014, Hoffer et al. 2017),
+    so that a batch-size effect is not a learning-rate effect."""
+    if float(batch_size) <= 0 or float(reference_batch_size) <= 0:
+        raise ConfigError(f"sqrt_batch_scaled:{value},{batch_size},{reference_batch_size} is not allowed: "
+                          "expected batch sizes > 0")
+    return float(value) * math.sqrt(float(batch_size) / float(reference_batch_size))
+
+
+RESOLVERS = {"steps_for_pairs": steps_for_pairs, "sqrt_batch_scaled": sqrt_batch_scaled}
+"""Config resolvers of the pipeline. The identity hashes the resolved config, so a point holds the
+steps and learning rate they resolve to, whatever expression produced them."""
+
+
 def register_configs() -> None:
-    """Make the schema the base of ``conf/train.yaml`` (its defaults list names ``train_schema``)."""
+    """Make the schema the base of ``conf/train.yaml`` (its defaults list names ``train_schema``),
+    and the :data:`RESOLVERS` available to every config."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 PIPELINE_KEYS = {"model": ("compile",)}

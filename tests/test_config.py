@@ -69,3 +69,21 @@ def test_every_point_of_every_shipped_paper_profile_composes_and_validates(profi
                 validate(compose("train", overrides=point))
                 points += 1
     assert points >= len(profile.sweeps)
+
+
+@pytest.mark.parametrize("batch_size,steps,validate_every,lr", [(16, 256, 128, 1.2e-5), (128, 32, 16, 3.394113e-5), (256, 16, 8, 4.8e-5)])
+def test_an_equal_budget_of_pairs_and_the_square_root_learning_rate_rule(batch_size, steps, validate_every, lr):
+    """4,096 pairs at any batch size: trainer.max_steps = 4096 / B (hand-computed above), and
+    lr = 3e-5 * sqrt(B / 100): 1.2e-5 at 16, 3e-5 * sqrt(1.28) at 128, 4.8e-5 at 256."""
+    cfg = _compose(f"batch_size={batch_size}", "++trainer.max_steps='${steps_for_pairs:4096,${batch_size}}'",
+                   "++trainer.val_check_interval='${steps_for_pairs:2048,${batch_size}}'",
+                   "optim.optimizer.lr='${sqrt_batch_scaled:3e-5,${batch_size},100}'")
+    validate(cfg)
+    assert (cfg.trainer.max_steps, cfg.trainer.val_check_interval) == (steps, validate_every)
+    assert cfg.optim.optimizer.lr == pytest.approx(lr)
+
+
+def test_a_budget_that_is_not_a_whole_number_of_steps_is_named():
+    cfg = _compose("batch_size=48", "++trainer.max_steps='${steps_for_pairs:4096,${batch_size}}'")
+    with pytest.raises(Exception, match="steps_for_pairs:4096,48.*multiple of the batch size 48"):
+        validate(cfg)

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from hybridsweep import tracking  # noqa: E402
 from hybridsweep.point import FAILURE_FILE, MAIN_METRIC  # noqa: E402
@@ -46,7 +46,9 @@ class SweepFailed(SystemExit):
 def sweep_definition(config: DictConfig) -> dict:
     """The command's overrides and the swept axes (``key -> values``), from both the command line
     (``batch_size=32,128``) and ``hydra.sweeper.params`` (the presets in ``conf/sweep/``)."""
-    overrides = [o for o in config.hydra.overrides.task]
+    # As typed: an override may hold an interpolation (``lr='${sqrt_batch_scaled:...}'``) that only
+    # a point's own config can resolve.
+    overrides = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     params = config.hydra.sweeper.get("params") or {}
     axes = {str(key): str(value) for key, value in params.items()}
     for override in OverridesParser.create().parse_overrides(overrides):

@@ -226,3 +226,20 @@ def test_sweep_axes_come_from_presets_and_command_line_with_fixed_values_winning
     assert sweep_definition(config)["axes"] == {
         "batch_size": "4,8", "sampling.mix_ratio": "0,auto", "seed": "range(0,3)"
     }
+
+
+def test_a_sweep_of_points_at_an_equal_budget_of_pairs_has_its_parent(tmp_path):
+    """An override that only each point can resolve (the default batch, 128, does not divide 64
+    pairs): the parent holds it as typed, and each point trains 64 / batch steps."""
+    budget = "++trainer.max_steps='${steps_for_pairs:64,${batch_size}}'"
+    done = run_cli(tmp_path, "-m", "batch_size=4,8", "trainer.max_epochs=-1", budget, "eval.before_training=false",
+                   "hydra.sweep.dir=sweep")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on_multirun_start raised" not in done.stderr
+    client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    [parent] = _runs(client, "hybridsweep", "parent")
+    children = _runs(client, "hybridsweep")
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert sorted(int(r.data.metrics["compute/steps"]) for r in children) == [8, 16]
+    sweep_yaml = Path(client.download_artifacts(parent.info.run_id, "sweep.yaml", str(tmp_path))).read_text()
+    assert "steps_for_pairs:64" in sweep_yaml

@@ -684,3 +684,19 @@ targets:
         assert hybrid["mean"] == pytest.approx(seeds.mean())
         assert (hybrid["low"], hybrid["high"]) == (pytest.approx(low), pytest.approx(high))
         assert bool(hybrid["best"]) == bool(low > cells.loc[("zero-shot", metric), "mean"])
+
+
+def test_a_target_restricted_by_where_is_built_from_those_points_only(strategy_store, isolated_env):
+    paper = _load_paper_module()
+    profile = paper.load_profile(_profile(isolated_env, """  table-seed1: {kind: settings, sweep: strategies, where: {seed: 1},
+                 output: table_seed1, caption: "seed 1"}
+  table-typo: {kind: settings, sweep: strategies, where: {sed: 1}, output: table_typo, caption: "typo"}
+"""))
+    runs = paper.target_runs("test", profile, "table-seed1", accept_stale=False)
+    assert sorted(runs["params.sampling.strategy"]) == sorted(STRATEGIES)
+    assert set(runs["params.seed"]) == {"1"}
+    for _, run in runs.iterrows():  # each run's metrics are those of its seed-1 frame
+        frame = strategy_store[run["params.sampling.strategy"], 1]
+        assert run["metrics.map_full/multilingual"] == pytest.approx(value_by_loop(frame, "multilingual"))
+    with pytest.raises(SystemExit, match=r"targets.table-typo.where: no run logs the params \['sed'\]"):
+        paper.target_runs("test", profile, "table-typo", accept_stale=False)

@@ -95,8 +95,14 @@ def point_context(cfg: DictConfig) -> PointContext:
 
 
 def threads_per_job() -> int:
-    """Cores // parallel jobs of a joblib launcher (``n_jobs=-1``: one per core), else all cores."""
+    """Cores // parallel jobs of a joblib launcher (``n_jobs=-1``: one per core), else all cores;
+    never more than ``OMP_NUM_THREADS`` where it is set. The cap matters on a shared machine: an
+    OpenMP thread that waits at a barrier for a descheduled sibling spins, so a 2-thread point
+    among other busy processes ran slower than a 1-thread one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if requested.isdigit() and int(requested) > 0:
+        cores = min(cores, int(requested))
     if not HydraConfig.initialized():
         return cores
     n_jobs = HydraConfig.get().launcher.get("n_jobs")

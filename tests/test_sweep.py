@@ -243,3 +243,15 @@ def test_a_sweep_of_points_at_an_equal_budget_of_pairs_has_its_parent(tmp_path):
     assert sorted(int(r.data.metrics["compute/steps"]) for r in children) == [8, 16]
     sweep_yaml = Path(client.download_artifacts(parent.info.run_id, "sweep.yaml", str(tmp_path))).read_text()
     assert "steps_for_pairs:64" in sweep_yaml
+
+
+@pytest.mark.parametrize("variable,cores,expected", [(None, 4, 4), ("1", 4, 1), ("2", 4, 2), ("8", 4, 4), ("", 4, 4)])
+def test_a_point_takes_every_core_unless_omp_num_threads_caps_it(monkeypatch, variable, cores, expected):
+    from hybridsweep import point
+
+    monkeypatch.setattr(point.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    if variable is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", variable)
+    assert point.threads_per_job() == expected

@@ -203,14 +203,16 @@ def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str, accept_stal
     print(f"[paper] sweep {sweep}: {len(missing)} of {len(points.points)} points missing"
           f"{f' ({stale} with only stale runs)' if stale and not accept_stale else ''}; running the sweep", flush=True)
     for point_overrides in (missing if accept_stale and stale else [overrides]):
-        run_sweep(profile_name, sweep, list(point_overrides))
+        run_sweep(profile_name, sweep, list(point_overrides), int(profile.get("threads", 1)))
 
 
-def run_sweep(profile_name: str, sweep: str, overrides: list[str]) -> None:
-    """``python -m hybridsweep.train -m <overrides>`` into the sweep's directory (its runs' tag)."""
+def run_sweep(profile_name: str, sweep: str, overrides: list[str], threads: int = 1) -> None:
+    """``python -m hybridsweep.train -m <overrides>`` into the sweep's directory (its runs' tag),
+    with ``threads`` intra-op threads per point (the profile's ``threads``) unless the caller set
+    ``OMP_NUM_THREADS``: small models crawl with spinning threads, and on a machine shared with
+    other busy processes so does any model."""
     command = [sys.executable, "-m", "hybridsweep.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir(profile_name, sweep)}"]
-    # One intra-op thread unless the caller chose otherwise: small models crawl with spinning threads.
-    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    env = {"OMP_NUM_THREADS": str(threads), **os.environ}
     if subprocess.run(command, env=env).returncode != 0:
         raise SystemExit(f"sweep {sweep} of profile {profile_name} failed (its error is above): {' '.join(command)}")
 

@@ -26,7 +26,7 @@ between reading a stale run and claiming it.
 
 - a FINISHED run: the point is done and is skipped;
 - a RUNNING run with a live claim: another process is on it; this one leaves it alone (``busy``);
-- a stale RUNNING run, or a KILLED one (interrupted by Ctrl-C): reopened and resumed into;
+- a stale RUNNING run, or a KILLED one (interrupted by Ctrl-C, or told to exit: preempted): reopened and resumed into;
 - a FAILED run, or none: a new run (a failure stays on record with its traceback).
 
 **Ranks.** Under DDP only global rank zero talks to MLflow. It makes the decision before the
@@ -312,11 +312,13 @@ class RunTracker:
 
     def __exit__(self, kind, error, trace) -> None:
         """FINISHED when the block completes; on an exception the traceback goes to
-        ``traceback.txt`` and the run ends FAILED (KILLED for Ctrl-C)."""
+        ``traceback.txt`` and the run ends FAILED, or KILLED when the process was told to stop
+        (Ctrl-C; a ``SystemExit`` such as submitit's exit after requeueing a preempted SLURM job or
+        Lightning's on SIGTERM), which the next attempt resumes rather than starting over."""
         if error is not None:
             with contextlib.suppress(Exception):
                 self.log_text("".join(traceback.format_exception(kind, error, trace)), "traceback.txt")
-            self.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            self.finish("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         else:
             self.finish("FINISHED")
 

@@ -63,9 +63,10 @@ SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-# Processes are tracked by their parent ids and not bound to cores: no cgroup hierarchy needed.
+# Processes are tracked by their parent ids and bound to their job's CPUs (sched_setaffinity, which
+# the points read their thread count from): no cgroup hierarchy needed.
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 MpiDefault=none
 SchedulerType=sched/backfill
 # CPUs are what jobs are scheduled by; memory is requested but not enforced.
@@ -124,7 +125,7 @@ start_mariadb() {
     # A small server: accounting of a few jobs needs little memory.
     mariadbd --user=mysql --datadir="$db/data" --socket="$db/mysql.sock" --pid-file="$db/mariadbd.pid" \
         --port="$DB_PORT" --bind-address=127.0.0.1 --log-error="$db/mariadb.log" \
-        --innodb-buffer-pool-size=32M --innodb-log-file-size=16M --performance-schema=OFF &
+        --innodb-buffer-pool-size=32M --innodb-log-file-size=16M --performance-schema=OFF >>"$DIR/log/mariadb-start.log" 2>&1 &
     wait_for MariaDB 60 mariadb-admin --socket="$db/mysql.sock" ping
     mariadb --socket="$db/mysql.sock" -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
@@ -145,7 +146,8 @@ up() {
     # slurmdbd reads slurmdbd.conf beside $SLURM_CONF.
     start_daemon slurmdbd slurmdbd
     wait_for slurmdbd 60 sacctmgr -n show cluster
-    sacctmgr -i -n show cluster format=cluster | grep -qw "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+    local clusters; clusters="$(sacctmgr -n -P show cluster format=cluster)"
+    grep -qx "$CLUSTER" <<<"$clusters" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
     start_daemon slurmctld slurmctld -f "$SLURM_CONF"
     wait_for slurmctld 60 scontrol ping
     start_daemon slurmd slurmd -f "$SLURM_CONF" -N "$NODE"

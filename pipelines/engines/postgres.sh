@@ -3,7 +3,7 @@
 # $ENGINES_DIR/postgres, listening on 127.0.0.1:$POSTGRES_PORT only, one database `mlflow`.
 #
 #   pipelines/engines/postgres.sh up     # install (apt-get) if missing, initdb once, start; prints the URI
-#   pipelines/engines/postgres.sh uri    # postgresql://mlflow@127.0.0.1:PORT/mlflow
+#   pipelines/engines/postgres.sh uri    # postgresql+psycopg://mlflow@127.0.0.1:PORT/mlflow
 #   pipelines/engines/postgres.sh down   # stop (the data stays; rm -r the folder to start afresh)
 #
 # Authentication is `trust` for the `mlflow` role on the loopback address: the cluster serves this
@@ -13,7 +13,8 @@ source "$(dirname "$0")/common.sh"
 
 PORT="${POSTGRES_PORT:-5433}"
 DIR="$ENGINES_DIR/postgres"
-URI="postgresql://mlflow@127.0.0.1:$PORT/mlflow"
+# psycopg (3) is the driver: SQLAlchemy 2.1 makes it the default for postgresql://, the name says so anyway.
+URI="postgresql+psycopg://mlflow@127.0.0.1:$PORT/mlflow"
 
 bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 as_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -23,6 +24,7 @@ up() {
     local pg; pg="$(bin)"
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$DIR"
+    as_owner test -w "$DIR" || { echo "the server's user cannot write $DIR (a parent folder closed to it?): set ENGINES_DIR elsewhere" >&2; exit 1; }
     if [ ! -f "$DIR/data/PG_VERSION" ]; then
         as_owner "$pg/initdb" -D "$DIR/data" -U mlflow --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/initdb.log"
     fi

@@ -1,0 +1,171 @@
+"""The engines the tests in this folder run against, each started by the script or command its
+make target uses (pipelines/engines/*.sh, moto_server, ray start) in a temporary folder, on free
+ports, and stopped afterwards. A test skips only where its engine cannot be installed here (no
+root for the system daemons, no apt-get and no binaries, a Python package missing from .venv).
+
+These tests are not part of `make test` (pyproject.toml: norecursedirs); `make test-engines`
+installs what they need and runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT, free_port
+
+SCRIPTS = REPO_ROOT / "pipelines" / "engines"
+
+
+def can_run_as_root() -> str | None:
+    """Why the system daemons (SLURM, PostgreSQL) cannot be started here, or None when they can."""
+    if os.geteuid() == 0:
+        return None
+    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        return None
+    return "needs root or password-less sudo to install and start the daemons"
+
+
+def require_module(name: str, extra: str) -> None:
+    try:
+        __import__(name)
+    except ImportError as error:
+        pytest.skip(f"{name} is not installed ({error}): pip install -e '.[{extra}]' (make test-engines does)")
+
+
+def script(name: str, action: str, env: dict[str, str], timeout: float = 600) -> str:
+    """Run pipelines/engines/<name> <action> (through sudo when not root); its stdout."""
+    command = ["bash", str(SCRIPTS / name), action]
+    if os.geteuid() != 0:
+        command = ["sudo", "-n", "--preserve-env", *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} {action} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def wait_for_server(uri: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {uri} exited with status {process.returncode}")
+        try:
+            MlflowClient(uri).search_experiments()
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise RuntimeError(f"no tracking server answered at {uri} within {seconds}s")
+
+
+def mlflow_server(backend: str, root: Path, workers: int = 2) -> tuple[str, subprocess.Popen]:
+    """`mlflow server` over ``backend`` on a free loopback port, as `make mlflow-server` starts it."""
+    port = free_port()
+    log = open(root / f"mlflow-server-{port}.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts"), "--workers", str(workers)],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    wait_for_server(uri, process)
+    return uri, process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL cluster of its own (pipelines/engines/postgres.sh): its SQLAlchemy URI."""
+    reason = can_run_as_root()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
+    require_module("psycopg", "postgres")
+    # Not under pytest's own folders, which are closed to the `postgres` user the server runs as.
+    root = Path(tempfile.mkdtemp(prefix="hybridsweep-postgres-"))
+    root.chmod(0o755)
+    env = {**os.environ, "ENGINES_DIR": str(root), "POSTGRES_PORT": str(free_port())}
+    uri = script("postgres.sh", "up", env).strip().splitlines()[-1]
+    try:
+        yield uri
+    finally:
+        script("postgres.sh", "down", env)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres, tmp_path_factory):
+    """An MLflow tracking server whose backend store is the PostgreSQL cluster: its URL."""
+    uri, process = mlflow_server(postgres, tmp_path_factory.mktemp("postgres-server"))
+    try:
+        yield uri
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-host SLURM cluster of its own (pipelines/engines/slurm.sh): the environment to submit in."""
+    reason = can_run_as_root()
+    if reason:
+        pytest.skip(f"SLURM: {reason}")
+    require_module("hydra_plugins.hydra_submitit_launcher", "slurm")
+    root = tmp_path_factory.mktemp("slurm")
+    # Ports of its own, away from a cluster that `make slurm-up` may be running (6817-6820).
+    env = {**os.environ, "ENGINES_DIR": str(root), "SLURM_PORT_BASE": str(17817 + os.getpid() % 1000 * 4)}
+    exported = script("slurm.sh", "up", env).strip().splitlines()[-1]
+    env["SLURM_CONF"] = exported.split("=", 1)[1]
+    try:
+        yield env
+    finally:
+        script("slurm.sh", "down", env)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a free loopback port (as `make s3-server` starts it), with a bucket
+    ``pairs``: the environment that points boto3/s3fs at it (credentials and endpoint)."""
+    require_module("s3fs", "s3")
+    require_module("moto.server", "engines")
+    port = free_port()
+    root = tmp_path_factory.mktemp("s3")
+    log = open(root / "moto.log", "w")
+    process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "hybridsweep", "AWS_SECRET_ACCESS_KEY": "hybridsweep", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        import s3fs
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                s3fs.S3FileSystem(skip_instance_cache=True).mkdir("pairs")
+                break
+            except Exception:
+                if time.time() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop(process)

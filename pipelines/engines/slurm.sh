@@ -120,7 +120,8 @@ start_mariadb() {
     chown mysql: "$db"
     if [ ! -d "$db/data/mysql" ]; then
         mariadb-install-db --user=mysql --datadir="$db/data" --auth-root-authentication-method=socket \
-            --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1
+            --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 \
+            || { echo "mariadb-install-db failed (is $db open to the mysql user?): $DIR/log/mariadb-install.log" >&2; return 1; }
     fi
     # A small server: accounting of a few jobs needs little memory.
     mariadbd --user=mysql --datadir="$db/data" --socket="$db/mysql.sock" --pid-file="$db/mariadbd.pid" \
@@ -141,6 +142,7 @@ up() {
     require_root
     install
     configure
+    trap 'echo "$0 up failed; stopping what it started (logs: $DIR/log)" >&2; down' ERR
     start_munge
     start_mariadb
     # slurmdbd reads slurmdbd.conf beside $SLURM_CONF.

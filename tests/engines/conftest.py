@@ -33,6 +33,14 @@ def can_run_as_root() -> str | None:
     return "needs root or password-less sudo to install and start the daemons"
 
 
+def open_folder(engine: str) -> Path:
+    """A new folder for an engine's files that its daemons' own users (postgres, mysql) can reach:
+    not under pytest's temporary folders, which are closed to every user but the one running."""
+    root = Path(tempfile.mkdtemp(prefix=f"hybridsweep-{engine}-"))
+    root.chmod(0o755)
+    return root
+
+
 def require_module(name: str, extra: str) -> None:
     try:
         __import__(name)
@@ -88,15 +96,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A PostgreSQL cluster of its own (pipelines/engines/postgres.sh): its SQLAlchemy URI."""
     reason = can_run_as_root()
     if reason:
         pytest.skip(f"PostgreSQL: {reason}")
     require_module("psycopg", "postgres")
-    # Not under pytest's own folders, which are closed to the `postgres` user the server runs as.
-    root = Path(tempfile.mkdtemp(prefix="hybridsweep-postgres-"))
-    root.chmod(0o755)
+    root = open_folder("postgres")
     env = {**os.environ, "ENGINES_DIR": str(root), "POSTGRES_PORT": str(free_port())}
     uri = script("postgres.sh", "up", env).strip().splitlines()[-1]
     try:
@@ -117,13 +123,13 @@ def postgres_server(postgres, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
+def slurm():
     """A one-host SLURM cluster of its own (pipelines/engines/slurm.sh): the environment to submit in."""
     reason = can_run_as_root()
     if reason:
         pytest.skip(f"SLURM: {reason}")
     require_module("hydra_plugins.hydra_submitit_launcher", "slurm")
-    root = tmp_path_factory.mktemp("slurm")
+    root = open_folder("slurm")
     # Ports of its own, away from a cluster that `make slurm-up` may be running (6817-6820).
     env = {**os.environ, "ENGINES_DIR": str(root), "SLURM_PORT_BASE": str(17817 + os.getpid() % 1000 * 4)}
     exported = script("slurm.sh", "up", env).strip().splitlines()[-1]
@@ -132,6 +138,7 @@ def slurm(tmp_path_factory):
         yield env
     finally:
         script("slurm.sh", "down", env)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +176,34 @@ def s3_server(tmp_path_factory):
             else:
                 os.environ[key] = value
         stop(process)
+
+
+RAY_VENV = REPO_ROOT / ".venv-ray"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A one-node Ray cluster (`ray start --head`, from .venv-ray: `make ray-venv`), started in the
+    folder the sweeps run in (Ray's workers run there): ``(address, folder)``."""
+    ray = RAY_VENV / "bin" / "ray"
+    if not ray.exists():
+        pytest.skip(f"{ray} is missing: the Ray launcher lives in its own environment (make ray-venv)")
+    root = tmp_path_factory.mktemp("ray")
+    port = free_port()
+    log = open(root / "ray-head.log", "w")
+    # --block: the command holds the cluster and stops every process of it when terminated.
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--object-store-memory=100000000",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root / 'tmp'}"],
+        cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}, stdout=log, stderr=subprocess.STDOUT,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while subprocess.run([str(ray), "status", f"--address={address}"], capture_output=True).returncode != 0:
+            if head.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the Ray head did not come up: {(root / 'ray-head.log').read_text()[-3000:]}")
+            time.sleep(1)
+        yield address, root
+    finally:
+        stop(head)

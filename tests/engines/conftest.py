@@ -8,6 +8,7 @@ installs what they need and runs them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -95,21 +96,29 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+@contextlib.contextmanager
+def system_daemons(engine: str, module: str, extra: str, **settings: str):
+    """pipelines/engines/<engine>.sh up in a folder of its own, ``down`` afterwards: yields the
+    environment it ran in and the last line it printed. Skips where it cannot be installed."""
+    reason = can_run_as_root()
+    if reason:
+        pytest.skip(f"{engine}: {reason}")
+    require_module(module, extra)
+    root = open_folder(engine)
+    env = {**os.environ, "ENGINES_DIR": str(root), **settings}
+    printed = script(f"{engine}.sh", "up", env).strip().splitlines()[-1]
+    try:
+        yield env, printed
+    finally:
+        script(f"{engine}.sh", "down", env)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL cluster of its own (pipelines/engines/postgres.sh): its SQLAlchemy URI."""
-    reason = can_run_as_root()
-    if reason:
-        pytest.skip(f"PostgreSQL: {reason}")
-    require_module("psycopg", "postgres")
-    root = open_folder("postgres")
-    env = {**os.environ, "ENGINES_DIR": str(root), "POSTGRES_PORT": str(free_port())}
-    uri = script("postgres.sh", "up", env).strip().splitlines()[-1]
-    try:
+    with system_daemons("postgres", "psycopg", "postgres", POSTGRES_PORT=str(free_port())) as (_, uri):
         yield uri
-    finally:
-        script("postgres.sh", "down", env)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -125,20 +134,10 @@ def postgres_server(postgres, tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm():
     """A one-host SLURM cluster of its own (pipelines/engines/slurm.sh): the environment to submit in."""
-    reason = can_run_as_root()
-    if reason:
-        pytest.skip(f"SLURM: {reason}")
-    require_module("hydra_plugins.hydra_submitit_launcher", "slurm")
-    root = open_folder("slurm")
     # Ports of its own, away from a cluster that `make slurm-up` may be running (6817-6820).
-    env = {**os.environ, "ENGINES_DIR": str(root), "SLURM_PORT_BASE": str(17817 + os.getpid() % 1000 * 4)}
-    exported = script("slurm.sh", "up", env).strip().splitlines()[-1]
-    env["SLURM_CONF"] = exported.split("=", 1)[1]
-    try:
-        yield env
-    finally:
-        script("slurm.sh", "down", env)
-        shutil.rmtree(root, ignore_errors=True)
+    base = str(17817 + os.getpid() % 1000 * 4)
+    with system_daemons("slurm", "hydra_plugins.hydra_submitit_launcher", "slurm", SLURM_PORT_BASE=base) as (env, exported):
+        yield {**env, "SLURM_CONF": exported.split("=", 1)[1]}
 
 
 @pytest.fixture(scope="module")

@@ -87,13 +87,15 @@ def test_a_run_streaming_from_s3_resumes_mid_epoch_where_it_stopped(shards, tmp_
 @pytest.mark.slow
 def test_training_from_the_command_line_streams_from_s3(shards, tmp_path, s3_server):
     remote, local = shards
-    done = run_cli(tmp_path, "data=streaming", f"data.shards={remote}", "data.scale=1.0", "batch_size=8",
+    # 40 question ids (a count): a few dozen steps.
+    done = run_cli(tmp_path, "data=streaming", f"data.shards={remote}", "data.scale=40", "batch_size=8",
                    "trainer.max_epochs=1", env=cli_env(tmp_path, **s3_server))
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     [run] = [r for r in client.search_runs([client.get_experiment_by_name("hybridsweep").experiment_id])
              if r.data.tags.get("hybridsweep.role") == "point"]
     assert run.info.status == "FINISHED"
-    manifest = read_manifest(local)
-    assert run.data.params["data.pairs_mono"] == str(sum(s["rows"] for s in manifest["pools"]["mono"]))
+    _, selected = select_shards(local, 40)
+    assert run.data.params["data.pairs_mono"] == str(sum(s["rows"] for s in selected["mono"]))
+    assert run.data.params["data.question_ids"] == "40"
     assert run.data.params["data.shards"] == remote

@@ -92,6 +92,8 @@ class Server:
              "--backend-store-uri", backend, "--artifacts-destination", str(self.root / "artifacts"),
              "--workers", str(workers), "--expose-prometheus", str(self.root / "prometheus")],
             cwd=self.root, stdout=open(self.root / "server.log", "w"), stderr=subprocess.STDOUT,
+            # Without the job runner (MLflow's GenAI jobs, six processes): the tracking API alone.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         deadline = time.time() + 180
         while True:

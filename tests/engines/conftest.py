@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO_ROOT, free_port
 
 SCRIPTS = REPO_ROOT / "pipelines" / "engines"
+# The server's job runner (a consumer pool for MLflow's GenAI jobs, six processes) has nothing to do here.
+SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def can_run_as_root() -> str | None:
@@ -80,7 +82,7 @@ def mlflow_server(backend: str, root: Path, workers: int = 2) -> tuple[str, subp
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts"), "--workers", str(workers)],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT,
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, env=SERVER_ENV,
     )
     uri = f"http://127.0.0.1:{port}"
     wait_for_server(uri, process)
@@ -188,12 +190,14 @@ def ray_cluster(tmp_path_factory):
     if not ray.exists():
         pytest.skip(f"{ray} is missing: the Ray launcher lives in its own environment (make ray-venv)")
     root = tmp_path_factory.mktemp("ray")
+    # Ray's sockets live in its temporary folder, whose paths must stay within AF_UNIX's 107 bytes.
+    sessions = Path(tempfile.mkdtemp(prefix="ray-"))
     port = free_port()
     log = open(root / "ray-head.log", "w")
     # --block: the command holds the cluster and stops every process of it when terminated.
     head = subprocess.Popen(
         [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--object-store-memory=100000000",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root / 'tmp'}"],
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={sessions}"],
         cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}, stdout=log, stderr=subprocess.STDOUT,
     )
     address = f"127.0.0.1:{port}"
@@ -206,3 +210,4 @@ def ray_cluster(tmp_path_factory):
         yield address, root
     finally:
         stop(head)
+        shutil.rmtree(sessions, ignore_errors=True)

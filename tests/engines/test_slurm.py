@@ -67,7 +67,9 @@ def test_a_job_cancelled_mid_training_is_resumed_by_the_next_invocation(tmp_path
     # Long enough that the job is still training when the cancel lands (SIGKILL KillWait=5 s
     # after SIGTERM, which submitit's job ignores); validation, hence a checkpoint, twice an epoch.
     point = ["batch_size=8", "trainer.max_epochs=12", "+trainer.val_check_interval=0.5"]
-    reference = run_cli(tmp_path, *point, "tracking.experiment=cancel-reference", env=env, background=True)
+    # The uninterrupted run, beside the job, in a folder of its own: its checkpoints are not the job's.
+    (tmp_path / "reference").mkdir()
+    reference = run_cli(tmp_path / "reference", *point, "tracking.experiment=cancel-reference", env=env, background=True)
     sweep = ["-m", *SLURM, *point, "hydra.sweep.dir=sweep", "tracking.experiment=cancel"]
     cancelled = run_cli(tmp_path, *sweep, env=env, background=True)
     checkpoints = tmp_path / "checkpoints"
@@ -75,10 +77,10 @@ def test_a_job_cancelled_mid_training_is_resumed_by_the_next_invocation(tmp_path
     while not any(checkpoints.rglob("*.ckpt")) and cancelled.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     running = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True, text=True, check=True).stdout.split()
-    assert len(running) == 1, (running, (tmp_path / "cli-1.log").read_text()[-3000:])
+    assert len(running) == 1, (running, (tmp_path / "cli-0.log").read_text()[-3000:])
     subprocess.run(["scancel", running[0]], env=env, check=True)
     assert cancelled.wait(timeout=600) != 0  # the launcher reports the job that did not complete
-    assert reference.wait(timeout=900) == 0, (tmp_path / "cli-0.log").read_text()[-3000:]
+    assert reference.wait(timeout=900) == 0, (tmp_path / "reference" / "cli-0.log").read_text()[-3000:]
     assert dict(_accounting(env))[running[0]].startswith("CANCELLED")
 
     client = MlflowClient(postgres_server)

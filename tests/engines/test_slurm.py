@@ -64,8 +64,8 @@ def test_a_sweep_runs_as_slurm_jobs_and_a_second_invocation_trains_nothing(tmp_p
 @pytest.mark.slow
 def test_a_job_cancelled_mid_training_is_resumed_by_the_next_invocation(tmp_path, slurm, postgres_server):
     env = {**cli_env(tmp_path, postgres_server), "SLURM_CONF": slurm["SLURM_CONF"]}
-    # Long enough that the job is still training when the cancel lands (SIGKILL KillWait=5 s
-    # after SIGTERM, which submitit's job ignores); validation, hence a checkpoint, twice an epoch.
+    # Long enough that the job is still training when the cancel lands (SIGTERM, then SIGKILL
+    # KillWait=5 s later); validation, hence a checkpoint, twice an epoch.
     point = ["batch_size=8", "trainer.max_epochs=12", "+trainer.val_check_interval=0.5"]
     # The uninterrupted run, beside the job, in a folder of its own: its checkpoints are not the job's.
     (tmp_path / "reference").mkdir()
@@ -85,7 +85,9 @@ def test_a_job_cancelled_mid_training_is_resumed_by_the_next_invocation(tmp_path
 
     client = MlflowClient(postgres_server)
     [interrupted] = _points(client, "cancel")
-    assert interrupted.info.status == "RUNNING"  # nobody closed it: its claim went stale with its job
+    # Closed KILLED when Lightning turned the SIGTERM into an exit during training, or left RUNNING
+    # when the SIGKILL came first (its claim then goes stale): resumable either way, never FAILED.
+    assert interrupted.info.status in ("KILLED", "RUNNING")
     resumed = run_cli(tmp_path, *sweep, env=env)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     [run] = _points(client, "cancel")

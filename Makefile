@@ -160,7 +160,7 @@ clean:
 RAY_VENV ?= .venv-ray
 RAY_PORT ?= 6379
 S3_PORT ?= 9000
-ENGINES_TEST_WORKERS ?= 1
+ENGINES_TEST_WORKERS ?= 2
 
 $(ENGINES_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(FAISS_EXTRA),dev,engines]"

@@ -112,8 +112,10 @@ class ShardWriter:
     """
 
     def __init__(self, out: str | Path, seed: int = 0, **settings):
-        self.root, self.seed = str(out), seed
-        self.filesystem, self.located = fsspec.core.url_to_fs(self.root)
+        # A local directory stays a Path, as callers read the shards beside it.
+        self.root = Path(out) if fsspec.utils.get_protocol(str(out)) == "file" else str(out)
+        self.seed = seed
+        self.filesystem, self.located = fsspec.core.url_to_fs(str(out))
         if self.filesystem.exists(shard_path(self.located, MANIFEST)):
             raise FileExistsError(f"{shard_path(out, MANIFEST)} exists: write into an empty directory")
         self.filesystem.makedirs(self.located, exist_ok=True)

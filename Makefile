@@ -24,7 +24,8 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint lock chromium bench gpu-check mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS)
+.PHONY: help venv demo test test-fast lint lock chromium bench gpu-check mlflow-server mlflow-ui mlflow-screenshot clean paper $(PAPER_TARGETS) \
+	engines-venv ray-venv test-engines slurm-up slurm-down postgres-up postgres-down ray-up ray-down s3-server ddp-2nodes bench-engines
 
 ## The targets and what they do.
 help:
@@ -114,12 +115,21 @@ paper: $(STAMP)
 
 MLFLOW_DB ?= mlflow.db
 MLFLOW_PORT ?= 5000
+# sqlite (the embedded default) or postgresql (pipelines/engines/postgres.sh, whose driver .venv gets
+# with the engines' clients: `make engines-venv`, at the end of this file).
+BACKEND ?= sqlite
+ENGINES_STAMP := $(VENV)/.installed-engines-$(FAISS_EXTRA)
+BACKEND_STORE = $(if $(filter postgresql,$(BACKEND)),"$$($(SUDO) pipelines/engines/postgres.sh up)",sqlite:///$(MLFLOW_DB))
+MLFLOW_SERVER_OPTIONS ?=
 
 ## A tracking server for parallel jobs (hydra/launcher=parallel): SQLite backend, artifacts served
 ## from ./mlartifacts, bound to 127.0.0.1:MLFLOW_PORT (5000); jobs set MLFLOW_TRACKING_URI to that URL.
-mlflow-server: $(STAMP)
-	$(BIN)/mlflow server --backend-store-uri sqlite:///$(MLFLOW_DB) --artifacts-destination ./mlartifacts \
-		--host 127.0.0.1 --port $(MLFLOW_PORT)
+## BACKEND=postgresql: a PostgreSQL cluster under .engines/postgres instead, started with the server
+## and stopped when it stops (Ctrl-C); `make postgres-down` stops it too.
+mlflow-server: $(STAMP) $(if $(filter postgresql,$(BACKEND)),$(ENGINES_STAMP))
+	$(if $(filter postgresql,$(BACKEND)),trap '$(SUDO) pipelines/engines/postgres.sh down' EXIT INT TERM;) \
+	$(BIN)/mlflow server --backend-store-uri $(BACKEND_STORE) --artifacts-destination ./mlartifacts \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) $(MLFLOW_SERVER_OPTIONS)
 
 ## The UI over the local store that single-process runs and sweeps write to.
 mlflow-ui: $(STAMP)
@@ -142,3 +152,79 @@ mlflow-screenshot: $(STAMP) chromium
 ## Remove .venv and everything runs leave in the working tree (MLflow store, outputs, checkpoints).
 clean:
 	rm -rf $(VENV) outputs multirun mlruns mlartifacts checkpoints mlflow.db .pytest_cache
+
+# ---------------------------------------------------------------------------------------------
+# Engines beyond one machine (docs/engines.md): SLURM, MLflow on PostgreSQL, Ray, multi-node DDP,
+# object storage. Each runs for real on this machine; `make test-engines` runs their tests. The
+# daemons' files live under .engines/ (ENGINES_DIR), their install is apt-get (root or sudo).
+RAY_VENV ?= .venv-ray
+RAY_PORT ?= 6379
+S3_PORT ?= 9000
+ENGINES_TEST_WORKERS ?= 2
+
+$(ENGINES_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[$(FAISS_EXTRA),dev,engines]"
+	touch $@
+
+## .venv plus the engines' clients: submitit's launcher, the PostgreSQL driver, s3fs, moto's S3 server.
+engines-venv: $(ENGINES_STAMP)
+
+# The Ray launcher's own environment: hydra-ray-launcher needs cloudpickle < 3 and joblib 1.6 needs
+# >= 3, so joblib and cloudpickle are left out of the locked versions there (pip picks joblib 1.5).
+$(RAY_VENV)/.installed-$(FAISS_EXTRA): pyproject.toml $(LOCK)
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/pip install --quiet $(TORCH_SPEC)
+	$(if $(LOCK),grep -Ev '^(cloudpickle|joblib)==' $(LOCK) > $(RAY_VENV)/constraints.txt)
+	$(RAY_VENV)/bin/pip install --quiet $(if $(LOCK),-c $(RAY_VENV)/constraints.txt) -e ".[$(FAISS_EXTRA),ray]"
+	touch $@
+
+## .venv-ray: the project with Hydra's Ray launcher and Ray (an environment of its own: docs/engines.md).
+ray-venv: $(RAY_VENV)/.installed-$(FAISS_EXTRA)
+
+## The engines' tests (tests/engines): SLURM, PostgreSQL, Ray, 2-node DDP and the S3 server, each
+## started by its test; installs what they need first (apt-get as root or through sudo).
+test-engines: $(ENGINES_STAMP) $(RAY_VENV)/.installed-$(FAISS_EXTRA) lint
+	$(BIN)/python -m pytest -q tests/engines -n $(ENGINES_TEST_WORKERS) --dist loadfile --durations=15
+
+## A one-host SLURM cluster (slurm-wlm, munge, slurmdbd on MariaDB; apt-get if missing) under
+## .engines/slurm; then `export SLURM_CONF=$(CURDIR)/.engines/slurm/slurm.conf` and hydra/launcher=slurm.
+slurm-up: $(ENGINES_STAMP)
+	$(SUDO) pipelines/engines/slurm.sh up
+
+## Stop the SLURM cluster's daemons (its configuration, accounting and state stay in .engines/slurm).
+slurm-down:
+	$(SUDO) pipelines/engines/slurm.sh down
+
+## The PostgreSQL cluster alone (`make mlflow-server BACKEND=postgresql` starts it too); prints its URI.
+postgres-up: $(ENGINES_STAMP)
+	$(SUDO) pipelines/engines/postgres.sh up
+
+## Stop the PostgreSQL cluster (the data stays in .engines/postgres).
+postgres-down:
+	$(SUDO) pipelines/engines/postgres.sh down
+
+## A one-node Ray cluster on 127.0.0.1:RAY_PORT (6379), 2 CPUs, started here: its workers run in this
+## folder, so run sweeps from it (RAY_ADDRESS=127.0.0.1:RAY_PORT, hydra/launcher=ray_cluster).
+ray-up: ray-venv
+	$(RAY_VENV)/bin/ray start --head --port=$(RAY_PORT) --num-cpus=$$(nproc) --object-store-memory=200000000 \
+		--include-dashboard=false --disable-usage-stats
+	@echo "export RAY_ADDRESS=127.0.0.1:$(RAY_PORT)"
+
+## Stop the Ray cluster (`ray stop`: every Ray process of this machine).
+ray-down:
+	$(RAY_VENV)/bin/ray stop
+
+## moto's S3 server on 127.0.0.1:S3_PORT (9000), in the foreground; clients take
+## AWS_ENDPOINT_URL=http://127.0.0.1:S3_PORT and any AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+s3-server: $(ENGINES_STAMP)
+	$(BIN)/moto_server -H 127.0.0.1 -p $(S3_PORT)
+
+## One point as 2 nodes x 1 process here (two torchrun agents, gloo): make ddp-2nodes ARGS="batch_size=8".
+ddp-2nodes: $(STAMP)
+	PYTHON=$(BIN)/python pipelines/engines/ddp-2nodes.sh $(ARGS)
+
+## The engines' figures (BENCHMARKS.md): tracking load of N jobs on PostgreSQL, kills under
+## PostgreSQL, streaming memory from S3.
+bench-engines: $(ENGINES_STAMP)
+	$(BENCH_ENV) $(BIN)/python benchmarks/tracking_load.py --jobs 8 16

@@ -1,7 +1,7 @@
 """Fault injection: SIGKILL a 3-point sweep again and again, re-invoke it after each kill, and
 check that it ends as an uninterrupted sweep does.
 
-    python benchmarks/fault_injection.py --kills 20 --seed 0
+    python benchmarks/fault_injection.py --kills 20 --seed 0 [--tracking-uri http://127.0.0.1:5000]
 
 A kill is a phase (training step, evaluation batch, metric write, checkpoint serialisation) and
 an occurrence of it drawn at random (``benchmarks/faulty_point.py`` dies there). The benchmark
@@ -10,7 +10,10 @@ with a new random fault until one invocation completes (its fault came after the
 occurrence of that phase). Then every point of the round must be FINISHED, with metrics equal to
 the uninterrupted reference sweep's (same seeds, ``trainer.deterministic``), each metric step
 logged exactly once, and no run of the round left RUNNING. Rounds go on until ``--kills`` kills
-have happened. Figures go to ``benchmarks/results/fault_injection_seed<seed>.json``.
+have happened. The store is a SQLite file of a temporary folder, or ``--tracking-uri`` (a tracking
+server, e.g. ``make mlflow-server BACKEND=postgresql``; the experiments are then named after the
+seed and the start time). Figures go to ``benchmarks/results/fault_injection_seed<seed>.json``
+(``fault_injection_<backend>_seed<seed>.json`` with ``--backend-name``).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ SWEEP = [
 PHASES = {"train": 60, "eval": 12, "log": 30, "checkpoint": 12}
 
 
-def sweep(workdir: Path, experiment: str, fault: str | None) -> int:
+def sweep(workdir: Path, uri: str, experiment: str, fault: str | None) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HYBRIDSWEEP_CACHE": str(workdir / "cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": uri}
     command = [sys.executable, *([str(REPO / "benchmarks" / "faulty_point.py")] if fault else ["-m", "hybridsweep.train"]),
                *SWEEP, f"tracking.experiment={experiment}"]
     if fault:
@@ -87,21 +90,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tracking-uri", help="a tracking server (default: a SQLite file in a temporary folder)")
+    parser.add_argument("--backend-name", help="named in the results file: fault_injection_<name>_seed<seed>.json")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.time()
     kills, rounds, problems, invocations = [], [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        assert sweep(workdir, "reference", None) == 0, (workdir / "reference.log").read_text()[-3000:]
-        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-        reference = points(client, "reference")
+        uri = args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
+        # Experiments of their own on a server that earlier invocations wrote to as well.
+        prefix = f"s{args.seed}-{int(started)}-" if args.tracking_uri else ""
+        assert sweep(workdir, uri, f"{prefix}reference", None) == 0, (workdir / f"{prefix}reference.log").read_text()[-3000:]
+        client = MlflowClient(uri)
+        reference = points(client, f"{prefix}reference")
         while len(kills) < args.kills:
-            experiment, round_kills = f"faulty-{len(rounds) + 1}", []
+            experiment, round_kills = f"{prefix}faulty-{len(rounds) + 1}", []
             while True:
                 phase = str(rng.choice(list(PHASES)))
                 fault = f"{phase}:{int(rng.integers(1, PHASES[phase] + 1))}"
-                status = sweep(workdir, experiment, fault)
+                status = sweep(workdir, uri, experiment, fault)
                 invocations += 1
                 if status == -9:
                     round_kills.append(fault)
@@ -121,7 +129,8 @@ def main() -> None:
         "rounds": len(rounds), "rounds_identical": sum(not r["problems"] for r in rounds), "invocations": invocations,
         "problems": problems, "round_details": rounds, "wall_s": round(time.time() - started, 1),
     }
-    write_results(f"fault_injection_seed{args.seed}", figures)
+    figures["store"] = args.backend_name or ("tracking server" if args.tracking_uri else "sqlite")
+    write_results(f"fault_injection_{args.backend_name + '_' if args.backend_name else ''}seed{args.seed}", figures)
     print({k: v for k, v in figures.items() if k != "round_details"})
     if problems:
         raise SystemExit("fault injection found a difference from the uninterrupted sweep (see above)")

@@ -4,6 +4,9 @@
     PYTHONPATH=. python -m hybridsweep.data.shards --out /tmp/s2 --gigabytes 2
     PYTHONPATH=. python benchmarks/streaming_memory.py /tmp/s0.1 /tmp/s2 [--pairs 1000000]
 
+A directory may be an fsspec URL (``s3://bucket/pairs``, credentials and endpoint from the
+environment; docs/engines.md). ``--results NAME`` names the results file (default streaming_memory).
+
 Each directory is streamed in a fresh process through StreamedPairBatches + ResumableLoader (hybrid
 batches of 128, one reader), consuming ``--pairs`` pairs (the same for all; by default all pairs
 of the smallest directory: one full pass of it). Batches are collated to lists only, so the
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("roots", nargs="*")
     parser.add_argument("--pairs", type=int)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--results", default="streaming_memory")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -70,7 +74,7 @@ def main() -> None:
         print(f"{r['gigabytes']:7.3f} GB ({r['root']}): {r['pairs']} pairs, peak RSS {r['peak'] / 2**20:7.1f} MiB "
               f"(ratio {r['peak'] / base['peak']:.3f}), after imports {r['rss_after_imports'] / 2**20:6.1f} MiB, "
               f"{r['pairs'] / r['seconds']:,.0f} pairs/s")
-    write_results("streaming_memory", {"batch_size": args.batch_size, "pairs": args.pairs, "directories": results,
+    write_results(args.results, {"batch_size": args.batch_size, "pairs": args.pairs, "directories": results,
                                        "peak_ratio_to_smallest": [r["peak"] / base["peak"] for r in results]})
 
 

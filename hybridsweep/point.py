@@ -37,6 +37,9 @@ SHORT_NAMES = {
     "batch_size": "bs", "sampling.mix_ratio": "mix", "data.scale": "scale", "sampling": "strategy",
     "sampling.strategy": "strategy", "seed": "seed",
 }
+RUN_NAME_LIMIT = 250
+"""Characters of a run name that MLflow's database stores hold (``runs.name`` is a VARCHAR(250):
+PostgreSQL and MySQL refuse a longer name, SQLite does not check)."""
 FAILURE_FILE = "failure.txt"
 """Written into a job's output directory by a point that raised; the sweep's summary reads it."""
 RESULT_FILE = "result.json"
@@ -61,13 +64,18 @@ def _parsed(overrides: Iterable[str]) -> list[tuple[str, str]]:
 
 def run_name(overrides: list[str], axes: Iterable[str] | None, seed: int) -> str:
     """The swept keys' values (short names, in :data:`SHORT_NAMES` order, then the others) and the
-    seed, e.g. ``bs=128,seed=0``; without a sweep (``axes=None``), every override and the seed."""
+    seed, e.g. ``bs=128,seed=0``; without a sweep (``axes=None``), every override and the seed.
+    At most :data:`RUN_NAME_LIMIT` characters: a longer list is cut before the seed."""
     values = dict(_parsed(overrides))
     keys = list(axes) if axes is not None else [k for k in values if k.split(".")[0] != "hydra"]
     keys = [k for k in keys if k in values and k != "seed"]
     order = list(SHORT_NAMES)
     keys.sort(key=lambda k: (order.index(k) if k in SHORT_NAMES else len(order), k))
-    return ",".join([*(f"{SHORT_NAMES.get(k, k)}={values[k]}" for k in keys), f"seed={seed}"])
+    name = ",".join([*(f"{SHORT_NAMES.get(k, k)}={values[k]}" for k in keys), f"seed={seed}"])
+    if len(name) > RUN_NAME_LIMIT:  # cut before the seed, marked; the overrides tag keeps them all
+        tail = f"...,seed={seed}"
+        name = name[: RUN_NAME_LIMIT - len(tail)] + tail
+    return name
 
 
 def point_context(cfg: DictConfig) -> PointContext:

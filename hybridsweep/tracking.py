@@ -26,7 +26,7 @@ between reading a stale run and claiming it.
 
 - a FINISHED run: the point is done and is skipped;
 - a RUNNING run with a live claim: another process is on it; this one leaves it alone (``busy``);
-- a stale RUNNING run, or a KILLED one (interrupted by Ctrl-C): reopened and resumed into;
+- a stale RUNNING run, or a KILLED one (interrupted by Ctrl-C, or told to exit: preempted): reopened and resumed into;
 - a FAILED run, or none: a new run (a failure stays on record with its traceback).
 
 **Ranks.** Under DDP only global rank zero talks to MLflow. It makes the decision before the
@@ -53,6 +53,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from functools import cache, lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -312,11 +313,13 @@ class RunTracker:
 
     def __exit__(self, kind, error, trace) -> None:
         """FINISHED when the block completes; on an exception the traceback goes to
-        ``traceback.txt`` and the run ends FAILED (KILLED for Ctrl-C)."""
+        ``traceback.txt`` and the run ends FAILED, or KILLED when the process was told to stop
+        (Ctrl-C; a ``SystemExit`` such as submitit's exit after requeueing a preempted SLURM job or
+        Lightning's on SIGTERM), which the next attempt resumes rather than starting over."""
         if error is not None:
             with contextlib.suppress(Exception):
                 self.log_text("".join(traceback.format_exception(kind, error, trace)), "traceback.txt")
-            self.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            self.finish("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
         else:
             self.finish("FINISHED")
 
@@ -589,18 +592,39 @@ def wait_for(uri: str, experiment: str, role: str, digest: str, run_name: str, t
         time.sleep(poll_s)
 
 
+def _agent_store():
+    """The key-value store that torchrun's agent serves its workers at MASTER_ADDR:MASTER_PORT, or
+    None when this process was not started by torchrun. Ranks that torchrun starts on several
+    nodes share no environment: rank zero hands them its decisions through this store."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed import TCPStore
+
+    # Rank zero may wait for another process's evaluation before it decides: the others wait too.
+    return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                    timeout=timedelta(hours=6))
+
+
 def share_decision(role: str, digest: str, decide) -> Decision:
     """Rank zero calls ``decide()`` and leaves the result in the environment, which the launcher
-    copies into the ranks it starts; the other ranks read it from there."""
+    copies into the ranks it starts; the other ranks read it from there. Under torchrun (ranks on
+    several nodes, started by their agents) it goes through the agents' store instead."""
     key = _DECISION_ENV.format(role=role.replace("-", "_"), digest=digest)
+    store = _agent_store() if key not in os.environ else None
+    # A restarted group (torchrun --max-restarts) decides again.
+    store_key = f"hybridsweep/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{key}"
     if is_global_zero():
         decision = decide()
         os.environ[key] = json.dumps(asdict(decision))
+        if store is not None:
+            store.set(store_key, os.environ[key])
         return decision
+    if store is not None:
+        return Decision(**json.loads(store.get(store_key)))
     if key not in os.environ:
         raise RuntimeError(
             f"rank {rank_zero_only.rank} has no decision from rank zero for {role} {digest} (${key} unset): "
-            "ranks must be started by the Trainer of a rank-zero process (trainer.devices=N)"
+            "ranks must be started by the Trainer of a rank-zero process (trainer.devices=N) or by torchrun"
         )
     return Decision(**json.loads(os.environ[key]))
 

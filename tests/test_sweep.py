@@ -41,6 +41,10 @@ def test_run_name_holds_the_swept_keys_and_the_seed():
     # A single run: every override it was given.
     assert run_name(["trainer.max_epochs=3", "batch_size=8"], None, seed=0) == "bs=8,trainer.max_epochs=3,seed=0"
     assert run_name([], None, seed=2) == "seed=2"
+    # A database store holds 250 characters of a name: a long list is cut before the seed.
+    many = [f"model.layer_{i}.size={i}" for i in range(40)]
+    cut = run_name(many, None, seed=3)
+    assert len(cut) == 250 and cut.endswith("...,seed=3") and cut.startswith("model.layer_0.size=0,model.layer_1.size=1,")
 
 
 def _claimed_tracker(tmp_path: Path, resumed_from: str | None = None) -> tracking.RunTracker:
@@ -154,17 +158,24 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
 
 @pytest.mark.slow
 def test_killed_point_resumes_into_its_run_with_the_uninterrupted_metrics(tmp_path):
+    check_killed_point_resumes(tmp_path, cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+
+
+def check_killed_point_resumes(tmp_path: Path, uri: str) -> None:
+    """A point SIGKILLed mid-epoch, then run again: resumed into its run, with every step logged
+    once and the metrics of an uninterrupted run; against the tracking store ``uri``."""
+    env = cli_env(tmp_path, uri)
     # Validation, hence a checkpoint, twice an epoch: the last one before the kill is mid-epoch.
     point = ("batch_size=8", "+trainer.val_check_interval=0.5")
-    reference = run_cli(tmp_path, *point, "tracking.experiment=reference")
+    reference = run_cli(tmp_path, *point, "tracking.experiment=reference", env=env)
     assert reference.returncode == 0, reference.stderr[-3000:]
-    client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(uri)
     [ref] = _runs(client, "reference")
     steps = _steps_per_epoch(ref)
     kill_at = steps + steps // 2 + 2  # in the second epoch, after its mid-epoch checkpoint, before its end
     assert kill_at < 2 * steps
     killed = run_cli(tmp_path, *point, "tracking.experiment=resumed", script=REPO_ROOT / "tests" / "kill_during_training.py",
-                     env=cli_env(tmp_path, KILL_AT_STEP=str(kill_at)))
+                     env=cli_env(tmp_path, uri, KILL_AT_STEP=str(kill_at)))
     assert killed.returncode == -9  # SIGKILL
 
     [crashed] = _runs(client, "resumed")
@@ -173,7 +184,7 @@ def test_killed_point_resumes_into_its_run_with_the_uninterrupted_metrics(tmp_pa
     assert max(step for step, _ in logged_before) > steps  # steps past the checkpoint exist
 
     # The claim's process is gone: the next invocation resumes the point at once.
-    resumed = run_cli(tmp_path, *point, "tracking.experiment=resumed")
+    resumed = run_cli(tmp_path, *point, "tracking.experiment=resumed", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     [run] = _runs(client, "resumed")
     assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"

@@ -25,6 +25,10 @@ training pairs (:func:`training_pairs`) of a fresh block of :func:`synthetic.gen
 until the directory holds N GB. Block b is generated with seed ``(seed, b)`` and its ids are
 prefixed ``b<b>/``: ids are unique across blocks, though invented names recur between blocks.
 Any other table of pairs can be written block by block with :class:`ShardWriter`.
+
+Where: a shard directory is a local path or any fsspec URL, e.g. ``s3://bucket/pairs`` (s3fs, the
+``s3`` extra; credentials and endpoint from the environment: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``), for writing and for reading alike.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import argparse
 import json
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,13 +54,19 @@ per-language counts of every shard."""
 PAIR_COLUMNS = ("qid", "q_lang", "p_lang", "question", "passage", "is_mono")
 
 
+def shard_path(root: str | Path, relative: str) -> str:
+    """``relative`` (a manifest's ``/``-separated path) inside the shard directory ``root``, a path or a URL."""
+    return f"{str(root).rstrip('/')}/{relative}"
+
+
 def read_manifest(root: str | Path) -> dict:
     """The manifest of a shard directory, with a clear error when it is missing, malformed or old."""
-    path = Path(root) / MANIFEST
-    if not path.is_file():
+    path = shard_path(root, MANIFEST)
+    filesystem, located = fsspec.core.url_to_fs(path)
+    if not filesystem.isfile(located):
         raise FileNotFoundError(f"{path} not found: data.shards must name a directory written by "
                                 f"`python -m hybridsweep.data.shards --out DIR`")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(filesystem.cat_file(located))
     for key in ("question_ids", "pools"):
         if key not in manifest:
             raise ValueError(f"{path}: missing key {key!r}")
@@ -101,10 +112,13 @@ class ShardWriter:
     """
 
     def __init__(self, out: str | Path, seed: int = 0, **settings):
-        self.root, self.seed = Path(out), seed
-        if (self.root / MANIFEST).exists():
-            raise FileExistsError(f"{self.root / MANIFEST} exists: write into an empty directory")
-        self.root.mkdir(parents=True, exist_ok=True)
+        # A local directory stays a Path, as callers read the shards beside it.
+        self.root = Path(out) if fsspec.utils.get_protocol(str(out)) == "file" else str(out)
+        self.seed = seed
+        self.filesystem, self.located = fsspec.core.url_to_fs(str(out))
+        if self.filesystem.exists(shard_path(self.located, MANIFEST)):
+            raise FileExistsError(f"{shard_path(out, MANIFEST)} exists: write into an empty directory")
+        self.filesystem.makedirs(self.located, exist_ok=True)
         self.manifest = {"format": FORMAT, "question_ids": 0, "blocks": 0, "languages": [], "seed": seed, **settings,
                          "pools": {p: [] for p in POOLS}, "bytes": 0}
 
@@ -129,10 +143,12 @@ class ShardWriter:
             if part.num_rows == 0:
                 continue
             relative = f"{pool}/part-{block:05d}.parquet"
-            (self.root / pool).mkdir(parents=True, exist_ok=True)
+            path = shard_path(self.located, relative)
+            self.filesystem.makedirs(shard_path(self.located, pool), exist_ok=True)
             # Uncompressed: the size on disk is the size of the data (templated text compresses ~4x).
-            pq.write_table(part, self.root / relative, compression="none", row_group_size=16_384)
-            written += (self.root / relative).stat().st_size
+            with self.filesystem.open(path, "wb") as file:
+                pq.write_table(part, file, compression="none", row_group_size=16_384)
+            written += self.filesystem.size(path)
             manifest["pools"][pool].append({
                 "path": relative, **pair_counts(part),
                 "qid_start": manifest["question_ids"], "qid_count": len(local_ids),
@@ -145,7 +161,7 @@ class ShardWriter:
 
     def close(self) -> dict:
         """Write ``manifest.json`` and return the manifest."""
-        (self.root / MANIFEST).write_text(json.dumps(self.manifest, indent=1))
+        self.filesystem.pipe_file(shard_path(self.located, MANIFEST), json.dumps(self.manifest, indent=1).encode())
         return self.manifest
 
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import datasets
+import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from hybridsweep.callbacks import loader_generator
 from hybridsweep.data.datamodule import PairCollator, ResumableTrainingData, ValidationBatches, sampler_options
 from hybridsweep.data.parallel_qa import ParallelQA, scale_count, split_question_ids
-from hybridsweep.data.shards import POOLS, pair_counts, read_manifest
+from hybridsweep.data.shards import POOLS, pair_counts, read_manifest, shard_path
 from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import (
     CROSS,
@@ -78,9 +79,8 @@ def select_shards(root: str | Path, scale: float) -> tuple[int, dict[str, list[d
     Returns ``(n_ids, {pool: [shard entry]})`` with the entry's counts (``rows``, ``ids``,
     ``languages``, see :mod:`hybridsweep.data.shards`) taken within the prefix. Only the shards
     that hold a selected id are listed; a shard cut by the prefix is counted by reading its
-    ``qid_pos``, ``qid`` and ``q_lang`` columns alone.
+    ``qid_pos``, ``qid`` and ``q_lang`` columns alone. ``root`` is a path or an fsspec URL.
     """
-    root = Path(root)
     manifest = read_manifest(root)
     n_ids = scale_count(manifest["question_ids"], scale)
     selected: dict[str, list[dict]] = {}
@@ -89,9 +89,10 @@ def select_shards(root: str | Path, scale: float) -> tuple[int, dict[str, list[d
         for shard in manifest["pools"][pool]:
             if shard["qid_start"] >= n_ids:
                 break
-            entry = dict(shard, path=str(root / shard["path"]))
+            entry = dict(shard, path=shard_path(root, shard["path"]))
             if shard["qid_start"] + shard["qid_count"] > n_ids:
-                table = pq.read_table(entry["path"], columns=["qid_pos", "qid", "q_lang"])
+                with fsspec.open(entry["path"], "rb") as file:
+                    table = pq.read_table(file, columns=["qid_pos", "qid", "q_lang"])
                 entry.update(pair_counts(table.filter(pc.less(table["qid_pos"], n_ids))))
             selected[pool].append(entry)
     return n_ids, selected

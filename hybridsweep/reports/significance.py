@@ -46,7 +46,10 @@ counts the observed sample among the replicates (Davison & Hinkley 1997, eq. 4.1
 0 with finite B; the smallest attainable p is ``2 / (B + 1)``.
 
 Seed level, beside each comparison: the seed SD of the paired difference ``s = sd_k(d_k)`` (ddof
-1) against the question-bootstrap SE ``sd_b(Q*_b)``; how many seeds have the sign of D; and the
+1) against the question-bootstrap SE of one seed's paired difference,
+``se_q = sqrt((1/K) sum_k var_b(d_bk))``: where runs of a strategy differ by no more than the noise
+of the questions, s is about se_q, and where s is several times se_q the seeds carry variance that
+no question resampling sees; how many seeds have the sign of D; and the
 exact sign-flip p-value ``p_seeds = #{e in {-1, 1}^K: |sum_k e_k d_k| >= |sum_k d_k|} / 2^K``, exact
 under the null that the two runs of a seed are exchangeable (then, given the questions, each
 ``d_k`` is symmetric about 0 and the K signs are independent fair coins). Its smallest value,
@@ -144,7 +147,7 @@ class PairedDifference:
     seed_sd: float
     """sd_k(d_k), ddof 1; NaN for one seed."""
     question_se: float
-    """sd_b(Q*_b): the spread of D over question draws alone."""
+    """sqrt((1/K) sum_k var_b(d_bk)): the question-bootstrap SE of one seed's paired difference."""
     agreeing: int
     """Seeds whose difference has the sign of D (0 when D is 0)."""
     p_seeds: float
@@ -245,7 +248,7 @@ def compare_seeds(observed: np.ndarray, replicates: np.ndarray, seed_counts: np.
     return PairedDifference(
         difference=difference, low=float(low), high=float(high), p=bootstrap_p_value(two_level), seeds=k,
         questions=questions, seed_sd=float(np.std(observed, ddof=1)) if k > 1 else np.nan,
-        question_se=float(np.std(fixed, ddof=1)),
+        question_se=float(np.sqrt(np.mean(np.var(replicates, axis=0, ddof=1)))),
         agreeing=int(np.sum(np.sign(observed) == np.sign(difference))) if difference != 0 else 0,
         p_seeds=sign_flip_p_value(observed), models_low=float(models_low), models_high=float(models_high),
         p_models=bootstrap_p_value(fixed),
@@ -428,9 +431,11 @@ def comparison_notes(comparisons: Comparisons) -> list[str]:
         "replacement and recomputing every run's value and the mean paired difference D*; percentile interval; "
         "p = 2·min(1 + #{D* ≤ 0}, 1 + #{D* ≥ 0}) / (B + 1), two-sided; p_holm: Holm's correction over the "
         f"{m} tested comparisons of this table (every hybrid row × {{mono-only, cross-only}} × setting × initializer).",
-        "seed SD / question SE: the standard deviation over seeds of the per-seed difference, against the standard "
-        "error of D over question draws alone. seeds agreeing: how many seeds have the sign of D. p seeds: exact "
-        "two-sided sign-flip p over the K per-seed differences, at least 2/2^K.",
+        "seed SD / question SE: the standard deviation over seeds of the per-seed difference, against the question-"
+        "bootstrap standard error of one seed's difference (root mean square over seeds): where the seed SD is "
+        "several times the question SE, the seeds vary by more than question sampling explains. seeds agreeing: how "
+        "many seeds have the sign of D. p seeds: exact two-sided sign-flip p over the K per-seed differences, at "
+        "least 2/2^K.",
         "fixed models [95%], p (Holm): the same question draws with every seed once: the trained models are held "
         "fixed and questions are the random part, so it says whether these models differ, not whether the "
         "strategies do.",

@@ -62,8 +62,10 @@ tails, so where runs vary more than questions the two-level test alone rejects a
 often than α at small K: in the limit where questions add nothing, at the rate
 ``P(|t_{K-1}| > 1.96 sqrt((K-1)/K))``, 0.40 for 2 seeds, 0.25 for 3, 0.13 for 6, 0.10 for 10
 (tests/test_significance.py's A/A simulation, 6 seeds and a run SD 3.5 times the question SE:
-0.105). Where runs vary no more than questions it errs the other way: the within-run question
-noise enters both through the seeds and through the questions, and it rejects far less than α.
+0.105; on 12 real seeds of one strategy, BENCHMARKS.md "Seeds of one strategy": 0.19 with 2 seeds
+per arm, 0.13 with 3, 0.064 with 6). Where runs vary no more than questions it errs the other
+way: the within-run question noise enters both through the seeds and through the questions, and
+it rejects far less than α.
 Hence the strategy claim (the † / ‡ of the main table) is made only when all three hold:
 
 1. the two-level test puts the difference away from 0: Holm-adjusted ``p < α`` over the table;

@@ -41,7 +41,13 @@ from hybridsweep.reports.fits import FitSettings
 from hybridsweep.reports.runs import per_question_ap
 from hybridsweep.reports.runs import runs_by_identity as point_runs
 from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, plot_scaling, scaling_points, write_scaling
-from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
+from hybridsweep.reports.significance import (
+    N_BOOT_TESTS,
+    mark_strategy_claims,
+    paired_tests,
+    significance_note,
+    write_tests,
+)
 from hybridsweep.reports.tables import (
     SETTINGS,
     bias_columns,
@@ -350,7 +356,7 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
     if spec.kind == "settings":
         columns = [setting_column(s) for s in SETTINGS]
         comparisons = paired_tests(runs, columns, per_question_ap, n_boot=max(n_boot, N_BOOT_TESTS))
-        table = mark_significant(build_table(runs, columns, per_question_ap, n_boot=n_boot), comparisons)
+        table = mark_strategy_claims(build_table(runs, columns, per_question_ap, n_boot=n_boot), comparisons)
         tests = out / f"{spec.output}_tests"
         paths = write_table(table, stem, spec.caption, [significance_note(comparisons, tests.name), *stale])
         paths += write_tests(comparisons, tests, f"{spec.caption}: hybrid rows against mono-only and cross-only, paired tests")

@@ -1,53 +1,103 @@
-"""Paired significance tests: each hybrid row against mono-only and cross-only of its initializer.
+"""Paired tests of a table: each hybrid row against mono-only and cross-only of its initializer.
 
-Statistic. A comparison is (initializer, hybrid row H, baseline row M, column s). The runs of H
-and M are paired by seed (the K seeds both rows have). A run's value is the table cell's,
-``v = mean_cells mean_{q in cell} AP_q`` (cells: language pairs for mono/cross, one pool for
-multilingual; :func:`hybridsweep.reports.tables.setting_column`), and the observed difference is
-the mean of the per-seed differences, ``D = (1/K) sum_k (v(H_k) - v(M_k))``.
+Pairs. A comparison is (initializer, hybrid row H, baseline row M, column s). The runs of H and
+M are paired by seed: run ``H_k`` and run ``M_k`` share seed ``k``, which ``hybridsweep.train``
+gives to ``seed_everything`` before the model is built and to the batch sampler, so both start
+from the same initialisation, the same validation split and the same sampler streams (the
+batches differ where the strategies draw different pools). Only seeds both rows have are paired;
+a seed of one row alone is left out, with a warning and a note in the comparison's row.
+A run's value is the table cell's, ``v = mean_cells mean_{q in cell} AP_q`` (cells: language
+pairs for mono/cross, one pool for multilingual; :func:`hybridsweep.reports.tables.setting_column`).
+Per seed ``d_k = v(H_k) - v(M_k)``; the observed difference is ``D = (1/K) sum_k d_k``.
 
-Bootstrap over questions. Replicate ``b`` draws ``|U|`` question ids with replacement from ``U``,
-the sorted union of the column's question ids over every run of the compared rows (so all
-language versions of a question id move together), weights each id by its draw count ``w_bq`` and recomputes every run under the
-same weights, ``v_b = mean_cells (sum_q w_bq AP_qc / sum_q w_bq n_qc)``
-(:func:`hybridsweep.reports.stats.weighted_value`); then ``D*_b = (1/K) sum_k (v_b(H_k) - v_b(M_k))``.
-Both runs of a seed see the same draw (the pairing), and so do the K seeds: every seed was
-evaluated on the same questions, so independent draws per seed would treat one sample of
-questions as K samples and understate the variance. The interval is the 2.5th and 97.5th
-percentile of ``D*``.
+Question ids. Per-question APs are keyed by the corpus's question id, which every language version
+of a parallel question shares: a mono/cross cell holds one AP per (id, query language, pool
+language), the multilingual pool one per (id, query language). Resampling an id therefore moves
+every language version of it, in every cell and setting, together. ``U`` is the sorted union of
+the column's ids over the runs of the table.
 
-p-value (two-sided): ``p = min(1, 2 min(1 + #{b: D*_b <= 0}, 1 + #{b: D*_b >= 0}) / (B + 1))``,
+Two-level paired bootstrap (the Multi-Bootstrap of MultiBERTs, Sellam et al. 2022, arXiv
+2106.16163). Replicate ``b`` draws
+
+- ``|U|`` ids with replacement from ``U``, as draw counts ``w_bq``, shared by both arms, by every
+  seed and by every run of the table (one evaluation set: independent draws per seed would treat
+  one sample of questions as K samples), and
+- ``K`` seed indices with replacement from the K paired seeds, as draw counts ``c_bk``, shared by
+  both arms (a drawn seed brings its pair),
+
+recomputes every run under the question weights,
+``v_b = mean_cells (sum_q w_bq AP_qc / sum_q w_bq n_qc)`` (:func:`hybridsweep.reports.stats.cell_means`),
+``d_bk = v_b(H_k) - v_b(M_k)``, and the mean paired difference over the drawn seeds,
+``D*_b = (1/K) sum_k c_bk d_bk``. Random: the training seeds, as draws from each strategy's
+distribution of trained models, and the questions, as draws from a population of questions. The
+null hypothesis is that the two strategies have the same expected value over seeds and questions.
+The interval is the 2.5th and 97.5th percentile of ``D*``.
+
+Fixed-model test: the same question draws with every seed once, ``Q*_b = (1/K) sum_k d_bk``,
+interval and p-value as below. Only questions are random: it asks whether these 2K trained
+models differ on new questions, and separates two seeds of one strategy as readily as two
+strategies (the A/A check, BENCHMARKS.md "Seeds of one strategy").
+
+p-value (two-sided), of either test: ``p = min(1, 2 min(1 + #{b: D*_b <= 0}, 1 + #{b: D*_b >= 0}) / (B + 1))``,
 twice the smaller bootstrap tail beyond zero. It is the percentile interval's dual: p < α
 exactly when 0 lies outside the equal-tailed (1 - α) percentile interval (up to the +1 and the
-percentile interpolation), so a marked cell and the companion table's interval say the same.
-(The centred alternative, the share of ``|D*_b - D| >= |D|``, is the dual of the basic interval,
-not of the percentile interval printed.) The +1 counts the observed sample among the
-replicates (Davison & Hinkley 1997, eq. 4.11), so p is never 0 with finite B; the smallest
-attainable p is ``2 / (B + 1)``.
+percentile interpolation), so a verdict and the interval printed beside it say the same. The +1
+counts the observed sample among the replicates (Davison & Hinkley 1997, eq. 4.11), so p is never
+0 with finite B; the smallest attainable p is ``2 / (B + 1)``.
 
-What is random: the questions, as a sample from a population of questions; the trained models
-are held fixed. The null hypothesis is that the two rows' models, at these seeds, have the same
-expected value on new questions. Seed-to-seed training variance is not in the p-value (the
-table's cell intervals hold it; a test over 2-3 seeds alone has no power, see below).
+Seed level, beside each comparison: the seed SD of the paired difference ``s = sd_k(d_k)`` (ddof
+1) against the question-bootstrap SE of one seed's paired difference,
+``se_q = sqrt((1/K) sum_k var_b(d_bk))``: where runs of a strategy differ by no more than the noise
+of the questions, s is about se_q, and where s is several times se_q the seeds carry variance that
+no question resampling sees; how many seeds have the sign of D; and the
+exact sign-flip p-value ``p_seeds = #{e in {-1, 1}^K: |sum_k e_k d_k| >= |sum_k d_k|} / 2^K``, exact
+under the null that the two runs of a seed are exchangeable (then, given the questions, each
+``d_k`` is symmetric about 0 and the K signs are independent fair coins). Its smallest value,
+reached when every seed agrees, is ``2 / 2^K``: 0.5 for 2 seeds, 0.25 for 3, 0.125 for 4, 0.0625
+for 5, 0.031 for 6. So with five seeds or fewer the seed level alone cannot reach p < 0.05.
+
+What few seeds can show. Resampling K seeds with replacement understates the seed variance of a
+mean by the factor (K - 1) / K and has normal tails where a mean of K values has Student's t
+tails, so where runs vary more than questions the two-level test alone rejects a true null more
+often than α at small K: in the limit where questions add nothing, at the rate
+``P(|t_{K-1}| > 1.96 sqrt((K-1)/K))``, 0.40 for 2 seeds, 0.25 for 3, 0.13 for 6, 0.10 for 10
+(tests/test_significance.py's A/A simulation, 6 seeds and a run SD 3.5 times the question SE:
+0.105; on 12 real seeds of one strategy, BENCHMARKS.md "Seeds of one strategy": 0.19 with 2 seeds
+per arm, 0.13 with 3, 0.064 with 6). Where runs vary no more than questions it errs the other
+way: the within-run question noise enters both through the seeds and through the questions, and
+it rejects far less than α.
+Hence the strategy claim (the † / ‡ of the main table) is made only when all three hold:
+
+1. the two-level test puts the difference away from 0: Holm-adjusted ``p < α`` over the table;
+2. the sign agrees on every seed: ``d_k`` has the sign of D for every k;
+3. that agreement is significant at the seed level: ``p_seeds < α`` (with 2 / 2^K < α: K >= 6 at α = 0.05).
+
+Under the exchangeable-runs null, condition 3 alone caps each claim's false-positive rate at α
+whatever the bootstrap's calibration; conditions 1 and 2 add that the difference generalises over
+questions and holds on every seed. Condition 3 is per comparison (not Holm-adjusted: with a
+family of m it would need ``2 m / 2^K < α``, 9 seeds for m = 12). Where the fixed-model test
+alone separates two rows, the verdict reads "these models differ; the strategies are not
+separated by K seeds".
 
 Holm. Family: every tested comparison of one table (initializers x hybrid rows x {mono-only,
-cross-only} x columns). With ``p_(1) <= ... <= p_(m)``, the adjusted value is
-``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``; a comparison is significant when
-``p~ < α``. This controls the family-wise error rate at α under any dependence between the tests.
+cross-only} x columns), separately for the two-level and the fixed-model p-values. With
+``p_(1) <= ... <= p_(m)``, the adjusted value is ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``;
+this controls the family-wise error rate at α under any dependence between the tests.
 
-Untested comparisons are listed with their reason and no p-value, and are not in the family:
-rows without a seed in common, a run without the column's value, or a run without per-question
-APs. There is no seeds-only fallback: with the 2-3 seeds of these sweeps no seeds-only paired
-test can reach α = 0.05 (an exact sign-flip test's smallest p is ``2 / 2^K``: 0.5 for K = 2,
-0.25 for K = 3), and a bootstrap over 2-3 seed differences would claim certainty it lacks.
+Untested comparisons are listed with their reason and no p-value, and are not in the family: rows
+without a seed in common, a run without the column's value, or a run without per-question APs.
 
-Draw order: per column, one ``numpy.random.default_rng(seed)``; the rows of
-``integers(0, |U|, (B, |U|))`` (indices into ``U``) are drawn in consecutive blocks of at most
-:data:`BLOCK` rows, which gives the same numbers as one draw of shape ``(B, |U|)``.
+Draw order, per column: question draws from ``numpy.random.default_rng(seed)``, the rows of
+``integers(0, |U|, (B, |U|))`` (indices into ``U``) in consecutive blocks of at most :data:`BLOCK`
+rows (the same numbers as one draw of shape ``(B, |U|)``); seed draws of a comparison of K seeds
+from ``numpy.random.default_rng((seed, SEED_STREAM))``, ``integers(0, K, (B, K))`` (indices into
+the pairs in seed order), the same for every comparison of K seeds. The fixed-model test uses the
+question draws alone, so adding the seed level left its numbers as they were.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +105,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hybridsweep.reports.stats import RunSample, draw_counts, question_matrix, weighted_value
+from hybridsweep.reports.stats import RunSample, cell_means, draw_counts, question_matrix
 from hybridsweep.reports.tables import (
     BASELINE_MARKS,
     LOWER,
@@ -72,16 +122,27 @@ smallest attainable Holm-adjusted p of ``2 m / (B + 1)`` well below 0.05 for m u
 ALPHA = 0.05
 BLOCK = 1000
 """Replicates computed at once, which bounds memory at about BLOCK x |U| floats per array."""
+SEED_STREAM = 1
+"""Second entropy word of the seed draws' generator: apart from the question draws' stream."""
+MAX_SIGN_FLIP_SEEDS = 16
+"""The exact sign-flip test enumerates 2^K sign vectors: 65,536 at 16 seeds."""
+STRATEGIES_DIFFER = "strategies differ"
+MODELS_DIFFER = "these models differ; the strategies are not separated by {seeds} seeds"
+NO_DIFFERENCE = "no difference shown"
+NOT_TESTED = "not tested"
 TEST_COLUMNS = (
     "initializer", "hybrid", "baseline", "setting", "seeds", "questions",
-    "difference", "low", "high", "p", "p_holm", "significant", "note",
+    "difference", "low", "high", "p", "p_holm",
+    "seed_sd", "question_se", "agreeing", "p_seeds", "strategy_claim",
+    "models_low", "models_high", "p_models", "p_models_holm", "models_differ",
+    "verdict", "note",
 )
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Mean over seeds of the paired difference (treatment minus baseline), its 95% percentile
-    interval and two-sided p-value (module doc)."""
+    """One comparison (module doc): the mean paired difference D (treatment minus baseline) with
+    the two-level interval and p-value, the seed level beside it, and the fixed-model test."""
 
     difference: float
     low: float
@@ -89,6 +150,20 @@ class PairedDifference:
     p: float
     seeds: int
     questions: int
+    seed_sd: float
+    """sd_k(d_k), ddof 1; NaN for one seed."""
+    question_se: float
+    """sqrt((1/K) sum_k var_b(d_bk)): the question-bootstrap SE of one seed's paired difference."""
+    agreeing: int
+    """Seeds whose difference has the sign of D (0 when D is 0)."""
+    p_seeds: float
+    models_low: float
+    models_high: float
+    p_models: float
+
+    @property
+    def signs_agree(self) -> bool:
+        return self.agreeing == self.seeds
 
 
 @dataclass(frozen=True)
@@ -113,6 +188,18 @@ def bootstrap_p_value(replicates: np.ndarray) -> float:
     return float(min(1.0, 2 * min(1 + below, 1 + above) / (len(replicates) + 1)))
 
 
+def sign_flip_p_value(differences: Sequence[float]) -> float:
+    """Exact two-sided sign-flip p-value of K per-seed differences,
+    ``#{e in {-1, 1}^K: |sum_k e_k d_k| >= |sum_k d_k|} / 2^K`` (module doc); 2 / 2^K at the least."""
+    d = np.asarray(differences, dtype=float)
+    if not 0 < len(d) <= MAX_SIGN_FLIP_SEEDS:
+        raise ValueError(f"the exact sign-flip test takes 1 to {MAX_SIGN_FLIP_SEEDS} seeds, got {len(d)}")
+    signs = 1.0 - 2.0 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)  # row 0: all +1
+    sums = np.abs(signs @ d)
+    # Relative slack for sums that equal the observed one but were added in another order.
+    return float(np.mean(sums >= sums[0] * (1 - 1e-12)))
+
+
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values: for ``p_(1) <= ... <= p_(m)``,
     ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``, in the input order. NaN entries (untested
@@ -128,65 +215,95 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 def question_replicates(samples: Mapping[str, RunSample], n_boot: int = N_BOOT_TESTS, seed: int = 0) -> dict[str, np.ndarray]:
     """Every sample's value under the same B question draws (module doc), shape (B,) each; the
-    samples must all have per-question APs."""
+    samples must all have per-question APs. All runs' cells stand side by side in one matrix, so
+    each block of draws costs one product of (block x |U|) by (|U| x all cells)."""
     lacking = [key for key, s in samples.items() if s.questions is None or s.questions.empty]
     if lacking:
         raise ValueError(f"samples {lacking} have no per-question APs to resample")
     if not samples:
         return {}
     ids = np.unique(np.concatenate([s.questions["qid"].to_numpy() for s in samples.values()]))
-    matrices = {key: question_matrix(s.questions, ids) for key, s in samples.items()}
+    matrices = [question_matrix(s.questions, ids) for s in samples.values()]
+    ap_sum, count = np.hstack([m[0] for m in matrices]), np.hstack([m[1] for m in matrices])
+    edges = np.cumsum([0, *(m[0].shape[1] for m in matrices)])
     rng = np.random.default_rng(seed)
-    replicates = {key: np.empty(n_boot) for key in samples}
+    values = np.empty((len(samples), n_boot))
     for start in range(0, n_boot, BLOCK):
-        weights = draw_counts(rng, len(ids), min(BLOCK, n_boot - start))
-        for key, (ap_sum, count) in matrices.items():
-            replicates[key][start:start + len(weights)] = weighted_value(weights, ap_sum, count)
-    return replicates
+        means = cell_means(draw_counts(rng, len(ids), min(BLOCK, n_boot - start)), ap_sum, count)
+        for i, (first, last) in enumerate(zip(edges[:-1], edges[1:])):
+            values[i, start:start + len(means)] = np.nanmean(means[:, first:last], axis=1)
+    return dict(zip(samples, values))
 
 
-def _difference(
-    pairs: Sequence[tuple[str, str]], values: Mapping[str, float], replicates: Mapping[str, np.ndarray], questions: int,
-) -> PairedDifference:
-    """The paired difference of (treatment key, baseline key) pairs from their values and their
-    replicates under shared draws."""
-    observed = np.mean([values[t] - values[b] for t, b in pairs])
-    differences = np.mean([replicates[t] - replicates[b] for t, b in pairs], axis=0)
-    low, high = np.nanpercentile(differences, [2.5, 97.5])
-    return PairedDifference(float(observed), float(low), float(high), bootstrap_p_value(differences), len(pairs), questions)
+def seed_draws(n_seeds: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """The (B, K) seed draw counts ``c_bk`` of every comparison of K seeds (module doc)."""
+    return draw_counts(np.random.default_rng((seed, SEED_STREAM)), n_seeds, n_boot)
+
+
+def compare_seeds(observed: np.ndarray, replicates: np.ndarray, seed_counts: np.ndarray, questions: int) -> PairedDifference:
+    """A comparison from its K per-seed differences ``d_k`` (``observed``), their (B, K) values
+    under the question draws ``d_bk`` (``replicates``) and the (B, K) seed draw counts ``c_bk``:
+    ``D*_b = (1/K) sum_k c_bk d_bk`` and ``Q*_b = (1/K) sum_k d_bk`` (module doc)."""
+    observed = np.asarray(observed, dtype=float)
+    k = len(observed)
+    two_level = np.einsum("bk,bk->b", seed_counts, replicates) / k
+    fixed = replicates.mean(axis=1)
+    difference = float(observed.mean())
+    low, high = np.nanpercentile(two_level, [2.5, 97.5])
+    models_low, models_high = np.nanpercentile(fixed, [2.5, 97.5])
+    return PairedDifference(
+        difference=difference, low=float(low), high=float(high), p=bootstrap_p_value(two_level), seeds=k,
+        questions=questions, seed_sd=float(np.std(observed, ddof=1)) if k > 1 else np.nan,
+        question_se=float(np.sqrt(np.mean(np.var(replicates, axis=0, ddof=1)))),
+        agreeing=int(np.sum(np.sign(observed) == np.sign(difference))) if difference != 0 else 0,
+        p_seeds=sign_flip_p_value(observed), models_low=float(models_low), models_high=float(models_high),
+        p_models=bootstrap_p_value(fixed),
+    )
 
 
 def paired_difference(
     pairs: Sequence[tuple[RunSample, RunSample]], n_boot: int = N_BOOT_TESTS, seed: int = 0,
 ) -> PairedDifference:
-    """The paired bootstrap test of (treatment, baseline) samples, one pair per seed (module doc;
-    ``U`` is the union of these samples' question ids)."""
+    """The paired tests of (treatment, baseline) samples, one pair per seed in seed order (module
+    doc; ``U`` is the union of these samples' question ids)."""
     if not pairs:
         raise ValueError("no (treatment, baseline) pair to compare")
     samples = {f"{side}{k}": s for k, pair in enumerate(pairs) for side, s in zip("tb", pair)}
     replicates = question_replicates(samples, n_boot, seed)
-    values = {key: s.value for key, s in samples.items()}
-    keys = [(f"t{k}", f"b{k}") for k in range(len(pairs))]
+    observed = np.array([t.value - b.value for t, b in pairs])
+    per_seed = np.stack([replicates[f"t{k}"] - replicates[f"b{k}"] for k in range(len(pairs))], axis=1)
     n_ids = len(np.unique(np.concatenate([s.questions["qid"].to_numpy() for s in samples.values()])))
-    return _difference(keys, values, replicates, n_ids)
+    return compare_seeds(observed, per_seed, seed_draws(len(pairs), n_boot, seed), n_ids)
 
 
-def _seed_pairs(hybrid: Row, baseline: Row) -> list[tuple[str, str, str]]:
-    """(seed, hybrid run id, baseline run id) for every seed both rows have, in the hybrid row's order."""
+def _seeds(row: Row) -> dict[str, str]:
+    """seed -> run id of a row; a row must hold one run per seed."""
+    seeds = row.runs["params.seed"].astype(str) if "params.seed" in row.runs else pd.Series("", index=row.runs.index)
+    repeated = seeds[seeds.duplicated(keep=False)]
+    if not repeated.empty:
+        ids = row.runs.loc[repeated.index, "run_id"].tolist()
+        raise ValueError(
+            f"row {row.initializer} / {row.training} has several runs of seed {repeated.iloc[0]!r} ({ids}); "
+            "a table row must differ from the others only in the training strategy and the seed"
+        )
+    return dict(zip(seeds, row.runs["run_id"]))
 
-    def by_seed(row: Row) -> dict[str, str]:
-        seeds = row.runs["params.seed"].astype(str) if "params.seed" in row.runs else pd.Series("", index=row.runs.index)
-        repeated = seeds[seeds.duplicated(keep=False)]
-        if not repeated.empty:
-            ids = row.runs.loc[repeated.index, "run_id"].tolist()
-            raise ValueError(
-                f"row {row.initializer} / {row.training} has several runs of seed {repeated.iloc[0]!r} ({ids}); "
-                "a table row must differ from the others only in the training strategy and the seed"
-            )
-        return dict(zip(seeds, row.runs["run_id"]))
 
-    base = by_seed(baseline)
-    return [(seed, run_id, base[seed]) for seed, run_id in by_seed(hybrid).items() if seed in base]
+def seed_pairs(hybrid: Row, baseline: Row) -> tuple[list[tuple[str, str, str]], str]:
+    """(seed, hybrid run id, baseline run id) for every seed both rows have, in the hybrid row's
+    (seed) order, and a note naming the seeds of one row alone, which are left out (module doc:
+    a pair must share its seed); the note is empty when both rows have the same seeds."""
+    mine, theirs = _seeds(hybrid), _seeds(baseline)
+    pairs = [(seed, run_id, theirs[seed]) for seed, run_id in mine.items() if seed in theirs]
+    alone = {row.training: [s for s in seeds if s not in other]
+             for row, seeds, other in ((hybrid, mine, theirs), (baseline, theirs, mine))}
+    if not any(alone.values()) or not pairs:
+        return pairs, ""
+    note = (f"paired on the {len(pairs)} seed{'s' if len(pairs) > 1 else ''} both rows have "
+            f"({', '.join(s for s, _, _ in pairs)}); left out, "
+            f"without a partner: " + "; ".join(f"{row} seeds {', '.join(seeds)}" for row, seeds in alone.items() if seeds))
+    warnings.warn(f"{hybrid.initializer} / {hybrid.training} against {baseline.training}: {note}", stacklevel=2)
+    return pairs, note
 
 
 def _untested_reason(pairs, samples: Mapping[str, RunSample | None], hybrid: Row, baseline: Row) -> str | None:
@@ -213,16 +330,30 @@ def _question_count(column: str, pairs, ids: Mapping[str, np.ndarray]) -> int:
     return max(len(ids[hybrid]) for _, hybrid, _ in pairs)
 
 
+def verdicts(frame: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """``frame`` (one row per comparison, with ``p``, ``p_models``, ``agreeing``, ``seeds`` and
+    ``p_seeds``) with the Holm-adjusted p-values, the strategy claim and the verdict (module doc)."""
+    frame = frame.assign(p_holm=holm(frame["p"]), p_models_holm=holm(frame["p_models"]))
+    frame["strategy_claim"] = (frame["p_holm"] < alpha) & (frame["agreeing"] == frame["seeds"]) & (frame["p_seeds"] < alpha)
+    frame["models_differ"] = frame["p_models_holm"] < alpha
+    frame["verdict"] = [
+        NOT_TESTED if not np.isfinite(test.p) else STRATEGIES_DIFFER if test.strategy_claim
+        else MODELS_DIFFER.format(seeds=test.seeds) if test.models_differ else NO_DIFFERENCE
+        for test in frame.itertuples()
+    ]
+    return frame
+
+
 def paired_tests(
     runs: pd.DataFrame, columns: Sequence[Column], questions: QuestionLoader,
     n_boot: int = N_BOOT_TESTS, seed: int = 0, alpha: float = ALPHA,
 ) -> Comparisons:
     """Every hybrid row against the mono-only and cross-only rows of its initializer, in every
-    column (rows: :func:`hybridsweep.reports.tables.table_rows`), with Holm's correction over all
-    tested comparisons of the table (module doc)."""
+    column (rows: :func:`hybridsweep.reports.tables.table_rows`): the two-level and the
+    fixed-model test, the seed level, Holm over the table and the verdicts (module doc)."""
     rows = [row for row in table_rows(runs) if row.is_hybrid or row.training in BASELINE_MARKS]
     compared = [
-        (hybrid, baseline, _seed_pairs(hybrid, baseline)) for hybrid in rows if hybrid.is_hybrid
+        (hybrid, baseline, *seed_pairs(hybrid, baseline)) for hybrid in rows if hybrid.is_hybrid
         for baseline in rows if baseline.initializer == hybrid.initializer and baseline.training in BASELINE_MARKS
     ]
     records = []
@@ -231,48 +362,66 @@ def paired_tests(
         with_questions = {k: s for k, s in samples.items() if s is not None and s.questions is not None and not s.questions.empty}
         ids = {k: np.unique(s.questions["qid"].to_numpy()) for k, s in with_questions.items()}
         replicates = question_replicates(with_questions, n_boot, seed)
-        for hybrid, baseline, pairs in compared:
+        for hybrid, baseline, pairs, pairing in compared:
             record = {"initializer": hybrid.initializer, "hybrid": hybrid.training, "baseline": baseline.training,
                       "setting": column.name, "seeds": len(pairs)}
             reason = _untested_reason(pairs, samples, hybrid, baseline)
             if reason is None:
-                n_ids = _question_count(column.name, pairs, ids)
-                keys = [(h, b) for _, h, b in pairs]
-                values = {key: samples[key].value for pair in keys for key in pair}
-                result = _difference(keys, values, replicates, n_ids)
-                record.update(questions=n_ids, difference=result.difference, low=result.low, high=result.high, p=result.p, note="")
+                observed = np.array([samples[h].value - samples[b].value for _, h, b in pairs])
+                per_seed = np.stack([replicates[h] - replicates[b] for _, h, b in pairs], axis=1)
+                result = compare_seeds(observed, per_seed, seed_draws(len(pairs), n_boot, seed),
+                                       _question_count(column.name, pairs, ids))
+                record.update({key: getattr(result, key) for key in TEST_COLUMNS if hasattr(result, key)}, note=pairing)
             else:
                 record["note"] = reason
             records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=[c for c in TEST_COLUMNS if c not in ("p_holm", "significant")])
-    frame["p"] = frame["p"].astype(float)
-    frame["p_holm"] = holm(frame["p"])
-    frame["significant"] = frame["p_holm"] < alpha
-    return Comparisons(frame[list(TEST_COLUMNS)], n_boot, alpha)
+    frame = pd.DataFrame.from_records(records, columns=[c for c in TEST_COLUMNS if c not in (
+        "p_holm", "strategy_claim", "p_models_holm", "models_differ", "verdict")])
+    numeric = ["questions", "difference", "low", "high", "p", "seed_sd", "question_se", "agreeing", "p_seeds",
+               "models_low", "models_high", "p_models"]
+    frame[numeric] = frame[numeric].astype(float)
+    return Comparisons(verdicts(frame, alpha)[list(TEST_COLUMNS)], n_boot, alpha)
 
 
-def mark_significant(table: pd.DataFrame, comparisons: Comparisons) -> pd.DataFrame:
+def mark_strategy_claims(table: pd.DataFrame, comparisons: Comparisons) -> pd.DataFrame:
     """``table`` (:func:`hybridsweep.reports.tables.build_table`) with a ``marks`` column: on a
-    hybrid row's cell, the mark of each baseline it differs from significantly (Holm), preceded
-    by ``−`` where the hybrid row is the lower one; mono-only's mark first."""
+    hybrid row's cell, the mark of each baseline it differs from by a strategy claim (module doc),
+    preceded by ``−`` where the hybrid row is the lower one; mono-only's mark first."""
     marks: dict[tuple[str, str, str], str] = {}
-    significant = comparisons.frame[comparisons.frame["significant"]]
+    claimed = comparisons.frame[comparisons.frame["strategy_claim"]]
     for baseline in BASELINE_MARKS:
-        for test in significant[significant["baseline"] == baseline].itertuples():
+        for test in claimed[claimed["baseline"] == baseline].itertuples():
             key = (test.initializer, test.hybrid, test.setting)
             marks[key] = marks.get(key, "") + (LOWER if test.difference < 0 else "") + BASELINE_MARKS[baseline]
     keys = zip(table["initializer"], table["training"], table["column"])
     return table.assign(marks=[marks.get(key, "") for key in keys])
 
 
+def _seed_counts(comparisons: Comparisons) -> str:
+    seeds = sorted({int(k) for k, p in zip(comparisons.frame["seeds"], comparisons.frame["p"]) if np.isfinite(p)})
+    return " or ".join(map(str, seeds)) if seeds else "no"
+
+
+def fewest_claimable_seeds(alpha: float) -> int:
+    """The fewest seeds whose unanimous sign is significant at the seed level: 2 / 2^K < α."""
+    return int(np.floor(np.log2(2 / alpha))) + 1
+
+
 def significance_note(comparisons: Comparisons, tests_name: str) -> str:
     """The marking rule, printed under the main table."""
-    mono, cross = BASELINE_MARKS["mono-only"], BASELINE_MARKS["cross-only"]
+    mono, cross, alpha = BASELINE_MARKS["mono-only"], BASELINE_MARKS["cross-only"], comparisons.alpha
+    fewest = fewest_claimable_seeds(alpha)
     return (
-        f"{mono} / {cross}: the hybrid row differs significantly from mono-only / cross-only of the same initializer "
-        f"in that column ({LOWER}{mono} / {LOWER}{cross}: it is the lower one): paired bootstrap over question ids, "
-        f"two-sided, Holm-adjusted p < {comparisons.alpha:g} over the {comparisons.family_size} comparisons of this "
-        f"table; differences, intervals and p-values in {tests_name}."
+        f"{mono} / {cross}: a strategy claim against mono-only / cross-only of the same initializer in that column "
+        f"({LOWER}{mono} / {LOWER}{cross}: the hybrid row is the lower one). A claim needs all three: the two-level "
+        f"paired bootstrap over seeds and question ids puts the difference away from 0 (two-sided, Holm-adjusted "
+        f"p < {alpha:g} over the {comparisons.family_size} comparisons of this table); every paired seed has the sign "
+        f"of the difference; and that agreement is significant at the seed level (exact sign-flip p < {alpha:g}). "
+        f"An exact sign-flip test's smallest two-sided p is 2/2^K for K seeds (0.5 with 2 seeds, 0.25 with 3, 0.0625 "
+        f"with 5), so with fewer than {fewest} seeds the seed level alone cannot reach p < {alpha:g} and no strategy "
+        f"claim is made; this table's comparisons have {_seed_counts(comparisons)} seeds. Where only the fixed-model "
+        f"test (questions resampled, the trained models held fixed) separates two rows, {tests_name} says \"these "
+        f"models differ\": a statement about these trained models, not about the strategies."
     )
 
 
@@ -280,13 +429,25 @@ def comparison_notes(comparisons: Comparisons) -> list[str]:
     """How the companion table was computed (printed under it)."""
     b, m, alpha = comparisons.n_boot, comparisons.family_size, comparisons.alpha
     notes = [
-        "difference: hybrid minus baseline, mean over the seeds both rows have of the per-seed difference of the "
-        f"table's cell values [95% percentile interval]; {b} paired bootstrap replicates over question ids (all "
-        "language versions of an id together), one draw shared by both runs of every seed.",
-        "p: two-sided, 2·min(1 + #{D* ≤ 0}, 1 + #{D* ≥ 0}) / (B + 1); p_holm: Holm's correction over the "
-        f"{m} tested comparisons of this table (every hybrid row × {{mono-only, cross-only}} × setting × "
-        f"initializer); significant: p_holm < {alpha:g}. The trained models are held fixed: questions are the "
-        "random part.",
+        "Pairs: the runs of one seed in both rows (same initialisation, validation split and sampler seed); a seed "
+        "of one row alone is left out and named in the note. difference: hybrid minus baseline, the mean over the K "
+        "paired seeds of the per-seed difference of the table's cell values.",
+        f"two-level [95%], p: {b} paired bootstrap replicates, each resampling the K seeds (a drawn seed brings both "
+        "of its runs) and the question ids (all language versions of an id together; one draw for every run) with "
+        "replacement and recomputing every run's value and the mean paired difference D*; percentile interval; "
+        "p = 2·min(1 + #{D* ≤ 0}, 1 + #{D* ≥ 0}) / (B + 1), two-sided; p_holm: Holm's correction over the "
+        f"{m} tested comparisons of this table (every hybrid row × {{mono-only, cross-only}} × setting × initializer).",
+        "seed SD / question SE: the standard deviation over seeds of the per-seed difference, against the question-"
+        "bootstrap standard error of one seed's difference (root mean square over seeds): where the seed SD is "
+        "several times the question SE, the seeds vary by more than question sampling explains. seeds agreeing: how "
+        "many seeds have the sign of D. p seeds: exact two-sided sign-flip p over the K per-seed differences, at "
+        "least 2/2^K.",
+        "fixed models [95%], p (Holm): the same question draws with every seed once: the trained models are held "
+        "fixed and questions are the random part, so it says whether these models differ, not whether the "
+        "strategies do.",
+        f"verdict: '{STRATEGIES_DIFFER}' when p_holm < {alpha:g}, every seed agrees and p seeds < {alpha:g} (needs "
+        f"K ≥ {fewest_claimable_seeds(alpha)}); '{MODELS_DIFFER.format(seeds='K')}' when only the fixed-model test "
+        f"has p (Holm) < {alpha:g}.",
     ]
     smallest = 2 / (b + 1)
     if m and m * smallest >= alpha:
@@ -296,21 +457,30 @@ def comparison_notes(comparisons: Comparisons) -> list[str]:
 
 
 def _formatted(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    def interval(test) -> str:
-        if not np.isfinite(test.difference):
+    def interval(mean: float, low: float, high: float) -> str:
+        if not np.isfinite(mean):
             return "n/a"
-        return f"{test.difference:+.{digits}f} [{test.low:+.{digits}f}, {test.high:+.{digits}f}]"
+        return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
     def number(p: float) -> str:
         return f"{p:.3g}" if np.isfinite(p) else "n/a"
 
+    tested = frame["p"].map(np.isfinite)
     return pd.DataFrame({
         "initializer": frame["initializer"], "hybrid": frame["hybrid"], "baseline": frame["baseline"],
         "setting": frame["setting"], "seeds": frame["seeds"],
         "questions": frame["questions"].map(lambda n: f"{n:.0f}" if np.isfinite(n) else "n/a"),
-        "difference [95% interval]": [interval(t) for t in frame.itertuples()],
-        "p": frame["p"].map(number), "p (Holm)": frame["p_holm"].map(number),
-        "significant": [("yes" if s else "no") if np.isfinite(p) else "not tested" for s, p in zip(frame["significant"], frame["p"])],
+        "two-level [95%]": [interval(t.difference, t.low, t.high) for t in frame.itertuples()],
+        "p (Holm)": [f"{number(t.p)} ({number(t.p_holm)})" if ok else "n/a" for t, ok in zip(frame.itertuples(), tested)],
+        "seed SD / question SE": [f"{t.seed_sd:.{digits}f} / {t.question_se:.{digits}f}" if ok and np.isfinite(t.seed_sd)
+                                  else f"n/a / {t.question_se:.{digits}f}" if ok else "n/a"
+                                  for t, ok in zip(frame.itertuples(), tested)],
+        "seeds agreeing": [f"{t.agreeing:.0f} of {t.seeds}" if ok else "n/a" for t, ok in zip(frame.itertuples(), tested)],
+        "p seeds": frame["p_seeds"].map(number),
+        "fixed models [95%]": [interval(t.difference, t.models_low, t.models_high) for t in frame.itertuples()],
+        "p fixed (Holm)": [f"{number(t.p_models)} ({number(t.p_models_holm)})" if ok else "n/a"
+                           for t, ok in zip(frame.itertuples(), tested)],
+        "verdict": frame["verdict"],
         "note": frame["note"],
     })
 

@@ -10,7 +10,7 @@ Over seeds, replicate ``b`` draws ``n_runs`` runs with replacement and averages 
 ``numpy.random.default_rng(seed)`` per cell: every run's ``integers(0, n_q, (B, n_q))`` (indices
 into its sorted unique ids) in the given run order, then ``integers(0, n_runs, (B, n_runs))``.
 The paired tests (:mod:`hybridsweep.reports.significance`) resample with the same pieces
-(:func:`question_matrix`, :func:`draw_counts`, :func:`weighted_value`).
+(:func:`question_matrix`, :func:`draw_counts`, :func:`cell_means`), questions and seeds alike.
 """
 
 from __future__ import annotations
@@ -70,13 +70,20 @@ def draw_counts(rng: np.random.Generator, n_ids: int, n_rows: int) -> np.ndarray
     return np.bincount(flat, minlength=n_rows * n_ids).reshape(n_rows, n_ids).astype(float)
 
 
+def cell_means(weights: np.ndarray, ap_sum: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``sum_q w_bq AP_qc / sum_q w_bq n_qc`` for each row ``b`` of the (B, ids) ``weights`` and
+    each cell ``c`` (column of ``ap_sum`` and ``count``), shape (B, cells); NaN where none of a
+    cell's ids was drawn. Columns may hold the cells of several runs side by side: one matrix
+    product serves them all."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ ap_sum) / (weights @ count)
+
+
 def weighted_value(weights: np.ndarray, ap_sum: np.ndarray, count: np.ndarray) -> np.ndarray:
     """``v_b = mean_cells (sum_q w_bq AP_qc / sum_q w_bq n_qc)`` for each row ``b`` of the
     (B, ids) ``weights``: the run value under resampled questions (all-ones weights give the
     value itself). A cell none of whose ids were drawn is left out of that replicate's mean."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cell_means = (weights @ ap_sum) / (weights @ count)
-    return np.nanmean(cell_means, axis=1)
+    return np.nanmean(cell_means(weights, ap_sum, count), axis=1)
 
 
 def _question_replicates(questions: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> np.ndarray:

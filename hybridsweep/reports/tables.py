@@ -31,12 +31,12 @@ POOL_SIZE = "eval/candidates"
 COUNT_COLUMNS = (POOL_SIZE, "eval/questions")
 """Columns of whole numbers, printed without decimals."""
 BASELINE_MARKS = {"mono-only": "†", "cross-only": "‡"}
-"""Mark of a cell that differs significantly from that baseline row; LOWER before it when the
-marked row is the lower one."""
+"""Mark of a hybrid cell with a strategy claim against that baseline row
+(:mod:`hybridsweep.reports.significance`); LOWER before it when the marked row is the lower one."""
 LOWER = "−"
 _LATEX_MARKS = {"†": r"\dagger", "‡": r"\ddagger", LOWER: "-"}
 _LATEX_MATH = {"α": r"\alpha", "≤": r"\leq", "≥": r"\geq", "·": r"\cdot", "×": r"\times", **_LATEX_MARKS}
-_LATEX_TEXT = {"\\": r"\textbackslash{}", **{c: f"\\{c}" for c in "_%&#${}"}}
+_LATEX_TEXT = {"\\": r"\textbackslash{}", "^": r"\textasciicircum{}", **{c: f"\\{c}" for c in "_%&#${}"}}
 
 QuestionLoader = Callable[[str], "pd.DataFrame | None"]
 """run id -> that run's per-question APs (``RetrievalResult.per_question``) or ``None``."""

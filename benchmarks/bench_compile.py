@@ -39,7 +39,7 @@ from torch._dynamo.utils import counters
 from hybridsweep.data.datamodule import PairCollator
 from hybridsweep.encoders.compile import compile_encoder
 from hybridsweep.evaluation.encode import encode_texts, length_sorted_batches, token_counts
-from hybridsweep.evaluation.precision import autocast_context
+from hybridsweep.precision import autocast_context
 
 CPU = torch.device("cpu")
 

@@ -37,8 +37,8 @@ from common import (
 )
 
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import has_fast_bf16
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.precision import has_fast_bf16
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hybridsweep.distributed import gather_with_grad
-from hybridsweep.evaluation.precision import Precision, resolve_precision
 from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
+from hybridsweep.precision import Precision, autocast_context
 
 Role = Literal["query", "passage"]
 
@@ -228,9 +228,7 @@ class DualEncoderModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         """Embeddings of one batch of texts (``batch["inputs"]``) in ``predict_precision``, with
         their positions (``batch["index"]``), both on the CPU."""
-        bf16 = resolve_precision(self.predict_precision, self.device) == "bf16"
-        # Explicit either way: inside a bf16-mixed Trainer, fp32 evaluation must switch autocast off.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast_context(self.predict_precision, self.device):
             embedding = self.encoder(**batch["inputs"])
         return {"index": batch["index"].cpu(), "embedding": embedding.float().cpu()}
 

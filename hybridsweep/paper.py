@@ -8,7 +8,7 @@ For each target, first its sweeps (``conf/paper/<profile>.yaml``: ``sweep`` and 
 ``with_sweeps``): when any of a sweep's points has no finished run in MLflow, the sweep's
 ``python -m hybridsweep.train -m ...`` command runs (sweeps resume, so that trains only the missing
 points); when all are there, nothing trains. A point is known by its identity (the config hash
-of :mod:`hybridsweep.tracking`), so a point that two sweeps share is trained once and serves both,
+of :mod:`hybridsweep.tracking.identity`), so a point that two sweeps share is trained once and serves both,
 and the untrained initializer of the points is the zero-shot run their ``init/`` metrics came
 from: the zero-shot rows of the tables. Runs of an older results version are listed as stale
 and not used, unless ``--accept-stale``.
@@ -37,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from hybridsweep import RESULTS_VERSION
 from hybridsweep.point import MAIN_METRIC
 from hybridsweep.reports.fits import FitSettings
-from hybridsweep.reports.runs import per_question_ap
+from hybridsweep.reports.runs import log_report, per_question_ap
 from hybridsweep.reports.runs import runs_by_identity as point_runs
 from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, plot_scaling, scaling_points, write_scaling
 from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
@@ -53,7 +53,8 @@ from hybridsweep.reports.tables import (
     write_table,
 )
 from hybridsweep.schema import config_dir, register_configs, resolve_auto
-from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log_report, tracking_uri, zero_shot_hash
+from hybridsweep.tracking.identity import config_hash, zero_shot_hash
+from hybridsweep.tracking.store import HASH_TAG, RESULTS_VERSION_TAG, tracking_uri
 
 register_configs()
 PROFILES = Path(config_dir()) / "paper"

@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hybridsweep.evaluation.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
+from hybridsweep.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
 
 
 class ConfigError(ValueError):
@@ -153,7 +153,7 @@ class TrackingConfig:
 @dataclass
 class ResumeConfig:
     enabled: bool = True
-    """Skip points whose identity has a finished run; resume interrupted ones (hybridsweep.tracking)."""
+    """Skip points whose identity has a finished run; resume interrupted ones (hybridsweep.tracking.claims)."""
     checkpoint_dir: str = "checkpoints"
     """Checkpoints go to ``<checkpoint_dir>/<config hash>/<run id>/``, stable across re-runs."""
     keep_checkpoints: bool = False
@@ -285,7 +285,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
 def resolve_auto(cfg: DictConfig) -> DictConfig:
     """``trainer.precision: auto`` and ``eval.precision: auto`` made concrete, in place, for the
-    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.evaluation.precision`):
+    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.precision`):
     ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``.
 
     The entry points (and :func:`hybridsweep.paper.grid`, which recomputes their identities) call

@@ -41,7 +41,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hybridsweep.tracking import ROLE_TAG, SWEEP_DIR_TAG, sweep_children
+from hybridsweep.sweep_runs import sweep_children
+from hybridsweep.tracking.store import ROLE_TAG, SWEEP_DIR_TAG
 
 if TYPE_CHECKING:  # playwright is imported where a browser starts, so that --help and errors need none
     from playwright.sync_api import Page

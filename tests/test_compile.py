@@ -9,11 +9,11 @@ from mlflow.tracking import MlflowClient
 from torch._dynamo.utils import counters
 
 from conftest import cli_env, run_cli
-from hybridsweep import tracking
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.compile import compile_encoder, compiled, should_compile
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.evaluation.encode import encode_texts, length_sorted_batches, token_counts
+from hybridsweep.tracking.store import ROLE_TAG
 
 
 @pytest.fixture()
@@ -75,7 +75,7 @@ def test_a_compiled_point_trains_and_evaluates_as_the_eager_one(tmp_path):
     runs = {}
     for setting in ("false", "true"):
         experiment = client.get_experiment_by_name(f"compile-{setting}").experiment_id
-        [runs[setting]] = [r for r in client.search_runs([experiment]) if r.data.tags[tracking.ROLE_TAG] == "point"]
+        [runs[setting]] = [r for r in client.search_runs([experiment]) if r.data.tags[ROLE_TAG] == "point"]
     eager, compiled_run = runs["false"].data, runs["true"].data
     assert eager.params["runtime.compiled"] == "False" and compiled_run.params["runtime.compiled"] == "True"
     assert eager.metrics["time/compile_s"] == 0

@@ -14,15 +14,15 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY, cli_env, run_cli
-from hybridsweep import tracking
+from hybridsweep.builders import build_encoder
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluate import build_encoder
 from hybridsweep.evaluation.evaluator import Evaluator, rank_batches
 from hybridsweep.evaluation.retrieval import LareqaSuite
 from hybridsweep.evaluation.suites import evaluate_suite
 from hybridsweep.model import DualEncoderModule
 from hybridsweep.schema import config_dir, register_configs
+from hybridsweep.tracking.store import ROLE_TAG
 
 
 def test_the_ranks_share_every_text_exactly_once():
@@ -99,7 +99,7 @@ def test_the_best_checkpoint_is_the_one_evaluated(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     [run] = [r for r in client.search_runs([client.get_experiment_by_name("hybridsweep").experiment_id])
-             if r.data.tags[tracking.ROLE_TAG] == "point"]
+             if r.data.tags[ROLE_TAG] == "point"]
     history = sorted((m.value, m.step) for m in client.get_metric_history(run.info.run_id, "val/loss"))
     assert len(history) == 4, "val/loss once per epoch"
     best_step = history[0][1]

@@ -26,9 +26,9 @@ from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.encoders.variants import prune_vocabulary, truncate_layers, used_token_ids
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.export import MODEL_TYPE, log_model, save_sentence_transformer
+from hybridsweep.export import MODEL_TYPE, log_model, logged_model, save_sentence_transformer
 from hybridsweep.export import main as export_main
-from hybridsweep.tracking import RunTracker, logged_model
+from hybridsweep.tracking.tracker import RunTracker
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
 

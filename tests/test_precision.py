@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import has_fast_bf16, resolve_precision, resolve_trainer_precision
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.precision import has_fast_bf16, resolve_precision, resolve_trainer_precision
 from hybridsweep.schema import ConfigError, validate
 from hybridsweep.train import config_dir
 

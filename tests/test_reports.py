@@ -17,7 +17,8 @@ from hybridsweep import RESULTS_VERSION
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.reports.stats import Estimate, separated_best
 from hybridsweep.schema import resolve_auto
-from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash, zero_shot_hash
+from hybridsweep.tracking.identity import config_hash, zero_shot_hash
+from hybridsweep.tracking.store import HASH_TAG, RESULTS_VERSION_TAG, ROLE_TAG, SWEEP_DIR_TAG
 from hybridsweep.train import config_dir
 
 N_BOOT = 200

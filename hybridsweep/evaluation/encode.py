@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridsweep.evaluation.precision import Precision, autocast_context
 from hybridsweep.model import Role, TextEncoder
+from hybridsweep.precision import Precision, autocast_context
 
 _COUNT_CHUNK = 2048
 
@@ -48,7 +48,7 @@ def encode_texts(
 
     Texts are encoded in batches of similar token count (:func:`length_sorted_batches`), each
     padded only to its own longest text; rows are put back in input order at the end.
-    ``precision`` selects fp32 or bf16 autocast (see :mod:`hybridsweep.evaluation.precision`);
+    ``precision`` selects fp32 or bf16 autocast (see :mod:`hybridsweep.precision`);
     one autocast region spans all batches, so each weight is cast to bf16 once, not per batch.
     """
     was_training = encoder.training

@@ -13,15 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import lightning as L
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from hybridsweep.evaluation.precision import Precision
+from hybridsweep.evaluation.figures import heatmap
 from hybridsweep.evaluation.suites import EvalSuite, SuiteResult
 from hybridsweep.model import DualEncoderModule, Role, TextTokenizer
-from hybridsweep.tracking import RunTracker
+from hybridsweep.precision import Precision
+from hybridsweep.tracking.tracker import RunTracker
 
 
 class TextBatches:
@@ -121,6 +123,8 @@ def log_results(tracker: RunTracker, suites: Mapping[str, EvalSuite], results: M
         folder = name.rstrip("/") or None
         tracker.log_metrics(result.metrics, step=step, prefix=name)
         for matrix_name, matrix in result.matrices.items():
-            tracker.log_matrix(matrix, matrix_name, f"{matrix_name} ({folder or 'trained'})", folder)
+            figure = heatmap(matrix, f"{matrix_name} ({folder or 'trained'})")
+            tracker.log_matrix(matrix, matrix_name, figure, folder)
+            plt.close(figure)
         for file_name, table in result.tables.items():
             tracker.log_frame(table, file_name, folder)

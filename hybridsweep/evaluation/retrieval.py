@@ -27,9 +27,9 @@ from hybridsweep.data.parallel_qa import ParallelQA
 from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, same_language_share
 from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisions, pad_rows
-from hybridsweep.evaluation.precision import Precision
 from hybridsweep.evaluation.suites import SuiteResult
 from hybridsweep.model import TextEncoder
+from hybridsweep.precision import Precision
 
 _QUERY_CHUNK = 256
 PER_QUESTION_ARTIFACT = "per_question_ap.csv.gz"

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import Precision
 from hybridsweep.model import Role, TextEncoder
+from hybridsweep.precision import Precision
 
 
 @dataclass

@@ -14,7 +14,6 @@ state, no loss scaling) or ``32-true``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
@@ -42,11 +41,11 @@ def resolve_precision(precision: Precision, device: torch.device) -> Literal["fp
     return precision
 
 
-def autocast_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bf16 when the resolved precision is bf16, else a no-op context."""
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_context(precision: Precision, device: torch.device) -> torch.autocast:
+    """``torch.autocast`` to bf16 when the resolved precision is bf16, and autocast switched off
+    otherwise: explicit either way, because inside a ``bf16-mixed`` Trainer an fp32 encoding must
+    leave the Trainer's autocast region."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
 def accelerator_device(accelerator: str | torch.device) -> torch.device:

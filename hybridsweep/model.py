@@ -153,7 +153,8 @@ class DualEncoderModule(L.LightningModule):
     for evaluation (``predict_step``) on whatever device the Trainer placed it.
 
     ``optimizer`` and ``scheduler`` are factories (``_partial_`` config nodes):
-    ``optimizer(param_groups)`` and ``scheduler(optimizer, total_steps=...)``. Biases and norms
+    ``optimizer(param_groups)`` and ``scheduler(optimizer, total_steps=...)``; a module without an
+    optimizer only encodes. Biases and norms
     (parameters with fewer than two dimensions) get no weight decay; where the optimizer has a
     fused kernel (one pass over all parameters) it is used unless a loss scaler is in play.
     Gradient clipping and precision are the Trainer's (``trainer.gradient_clip_val``,
@@ -171,7 +172,7 @@ class DualEncoderModule(L.LightningModule):
     def __init__(
         self,
         encoder: TextEncoder,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         loss: nn.Module | None = None,
         mini_batch_size: int | None = None,
@@ -257,6 +258,8 @@ class DualEncoderModule(L.LightningModule):
 
     def optimizer_and_schedule(self, total_steps: int):
         """The optimizer over the trainable parameters and its per-step schedule over ``total_steps``."""
+        if self.optimizer_factory is None:
+            raise ValueError("this DualEncoderModule was built without an optimizer: it encodes, it cannot train")
         decay, no_decay = [], []
         for parameter in self.encoder.parameters():
             if parameter.requires_grad:

@@ -9,6 +9,7 @@ reported with the accepted ones before anything is built.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass, field
 from enum import Enum
@@ -283,18 +284,28 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return typed
 
 
-def resolve_auto(cfg: DictConfig) -> DictConfig:
+def resolve_auto(cfg: DictConfig, fast_bf16: bool | None = None) -> DictConfig:
     """``trainer.precision: auto`` and ``eval.precision: auto`` made concrete, in place, for the
     device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.precision`):
-    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``.
+    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``;
+    ``fast_bf16`` resolves as for hardware that does (True) or does not (False) instead of
+    probing this machine.
 
-    The entry points (and :func:`hybridsweep.paper.grid`, which recomputes their identities) call
-    it before a point's identity is computed, so the identity and the logged params hold what
-    ran, and ``auto`` shares its runs with the value it resolves to.
+    The entry points call it before a point's identity is computed, so the identity and the
+    logged params hold what ran, and ``auto`` shares its runs with the value it resolves to.
     Returns ``cfg``.
     """
     device = accelerator_device(cfg.trainer.get("accelerator", "auto"))
     if "precision" in cfg.trainer:
-        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device)
-    cfg.eval.precision = resolve_precision(cfg.eval.precision, device)
+        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device, fast_bf16)
+    cfg.eval.precision = resolve_precision(cfg.eval.precision, device, fast_bf16)
     return cfg
+
+
+def auto_resolutions(cfg: DictConfig) -> list[DictConfig]:
+    """Every config ``cfg`` can run as: resolved for this machine (:func:`resolve_auto`) first,
+    then, where it differs, for hardware that resolves ``auto`` the other way. A run of ``cfg``
+    recorded the identity of one of them, whichever machine trained it: reports look for each."""
+    local = resolve_auto(copy.deepcopy(cfg))
+    both = [resolve_auto(copy.deepcopy(cfg), fast_bf16=fast) for fast in (True, False)]
+    return [local, *(resolved for resolved in both if resolved != local)]

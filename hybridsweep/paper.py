@@ -33,7 +33,7 @@ from hybridsweep import RESULTS_VERSION
 from hybridsweep.point import MAIN_METRIC
 from hybridsweep.reports.fits import FitSettings
 from hybridsweep.reports.grid import Grid, grid, identity_runs, stale_runs, union
-from hybridsweep.reports.runs import log_report, per_question_ap
+from hybridsweep.reports.runs import location_overrides, log_report, per_question_ap, store_uri
 from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, scaling_points, write_scaling
 from hybridsweep.reports.scaling_figure import plot_scaling
 from hybridsweep.reports.significance import N_BOOT_TESTS, mark_significant, paired_tests, significance_note, write_tests
@@ -49,7 +49,7 @@ from hybridsweep.reports.tables import (
     write_table,
 )
 from hybridsweep.schema import config_dir, register_configs
-from hybridsweep.tracking.store import HASH_TAG, POINT_ROLE, RESULTS_VERSION_TAG, ZERO_SHOT_ROLE, tracking_uri
+from hybridsweep.tracking.store import HASH_TAG, POINT_ROLE, RESULTS_VERSION_TAG, ZERO_SHOT_ROLE
 
 register_configs()
 PROFILES = Path(config_dir()) / "paper"
@@ -293,21 +293,37 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("targets", nargs="+", help="targets of the profile, or `paper` for all")
+    parser.add_argument("targets", nargs="*", metavar="TARGET|KEY=VALUE",
+                        help="targets of the profile, or `paper` for all; then overrides of keys outside a point's "
+                             "identity, given to every sweep and used to find the store (tracking.tracking_uri=...)")
     parser.add_argument("--profile", default="tiny", help="conf/paper/<profile>.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports/<profile>/ is written")
     parser.add_argument("--build-only", action="store_true", help="never train; build from what MLflow has")
     parser.add_argument("--accept-stale", action="store_true",
                         help="count and use runs of an older results version where a point has no current one")
-    args = parser.parse_args(argv)
+    parser.add_argument("--list", action="store_true", help="print the profile's targets and exit")
+    args = parser.parse_intermixed_args(argv)  # targets and overrides may come after the options
     profile = load_profile(args.profile)
     profile_name = Path(args.profile).stem
+    if args.list:
+        for target, spec in profile.targets.items():
+            print(f"{target:<20} {spec.get('caption', '')}")
+        return
+    overrides = location_overrides([token for token in args.targets if "=" in token])
     # `paper`: the profile's own list (its key `paper`), else every target.
-    targets = list(profile.get("paper", profile.targets)) if "paper" in args.targets else args.targets
+    named = [token for token in args.targets if "=" not in token]
+    if not named:
+        parser.error(f"name a target of profile {profile_name}: {', '.join(profile.targets)}, or paper for all")
+    targets = list(profile.get("paper", profile.targets)) if "paper" in named else named
     unknown = [t for t in targets if t not in profile.targets]
     if unknown:
-        raise SystemExit(f"unknown targets {unknown}; profile {args.profile!r} has {list(profile.targets)}")
-    mlflow.set_tracking_uri(tracking_uri(OmegaConf.load(Path(config_dir()) / "tracking" / "mlflow.yaml").tracking_uri))
+        raise SystemExit(f"profile {profile_name} has no target {', '.join(unknown)}: its targets are "
+                         f"{', '.join(profile.targets)} (and paper, for {', '.join(profile.get('paper', profile.targets))})")
+    if any(override.split("=", 1)[0].lstrip("+~") == "tracking.experiment" for override in overrides):
+        raise SystemExit(f"tracking.experiment: the profile's key `experiment` names it ({profile.experiment})")
+    # Every sweep gets the overrides, and the store is the one its training writes to.
+    profile.common = [*profile.get("common", []), *overrides]
+    mlflow.set_tracking_uri(store_uri(profile.common))
     os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
     if not args.build_only:
         for sweep in dict.fromkeys(s for t in targets for s in target_sweeps(profile.targets[t])):

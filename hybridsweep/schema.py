@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -230,6 +232,14 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"no conf/train.yaml in {package} or its parent: the installation is incomplete")
+
+
+def compose_train(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` as ``python -m hybridsweep.train`` composes
+    it, without running anything (for commands that must agree with training, e.g. on its store)."""
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def register_configs() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -712,3 +713,28 @@ def test_tables_rebuild_on_a_machine_that_resolves_auto_otherwise(strategy_store
     for strategy, label in LABELS.items():
         expected = np.mean([value_by_loop(strategy_store[strategy, seed], "multilingual") for seed in (0, 1)])
         assert multilingual.loc[label, "mean"] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("where", ["profile", "command line"])
+def test_paper_reads_the_store_its_training_writes_to(strategy_store, isolated_env, monkeypatch, where):
+    """A store named by ``tracking.tracking_uri`` in the profile's ``common`` overrides, or on the
+    command line, is the one the tables are read from (and every sweep trains into), as it is
+    for training: not ``./mlflow.db`` of the working directory."""
+    store = f"sqlite:///{isolated_env / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    elsewhere = isolated_env / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    paper = _load_paper_module()
+    common = f"[trainer.max_epochs=1{', tracking.tracking_uri=' + store if where == 'profile' else ''}]"
+    text = Path(_profile(isolated_env)).read_text().replace("common: [trainer.max_epochs=1]", f"common: {common}")
+    profile = isolated_env / "located.yaml"
+    profile.write_text(text)
+    launched = []
+    monkeypatch.setattr(paper, "run_sweep", lambda *arguments: launched.append(arguments))
+    arguments = ["table-xquad", "--profile", str(profile), "--out", str(elsewhere / "reports")]
+    paper.main(arguments + ([f"tracking.tracking_uri={store}"] if where == "command line" else []))
+    assert launched == []
+    table = pd.read_csv(elsewhere / "reports" / "located" / "table_xquad.csv")
+    assert (table[table["column"] == "multilingual"]["n_runs"] == 2).all()
+    assert not (elsewhere / "mlflow.db").exists()

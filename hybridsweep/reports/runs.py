@@ -1,10 +1,11 @@
 """The runs a report is built from, read from MLflow into pandas (a sweep's points, by sweep tag
-or by identity, and their per-question APs), and the report run the built files are logged to."""
+or by identity, and their per-question APs), the store they are read from, and the report run the
+built files are logged to."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import mlflow
 import pandas as pd
 
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.schema import compose_train
 from hybridsweep.sweep_runs import find_parent
-from hybridsweep.tracking.identity import provenance_tags
+from hybridsweep.tracking.identity import is_result_key, provenance_tags
 from hybridsweep.tracking.store import (
     HASH_TAG,
     POINT_ROLE,
@@ -25,7 +27,27 @@ from hybridsweep.tracking.store import (
     ZERO_SHOT_ROLE,
     client,
     experiment_id,
+    tracking_uri,
 )
+
+
+def store_uri(overrides: Sequence[str] = ()) -> str:
+    """The tracking store that ``python -m hybridsweep.train`` writes to under ``overrides``:
+    ``tracking.tracking_uri`` of the composed config, where ``MLFLOW_TRACKING_URI`` wins as it
+    does in training."""
+    return tracking_uri(compose_train(overrides).tracking.tracking_uri)
+
+
+def location_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` (``key=value``) given to a command that reads runs, refused unless every key is
+    outside a point's identity (where runs are stored, how fast they run): a report reads the runs,
+    it does not choose what they computed."""
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if "=" not in override or is_result_key(key):
+            raise SystemExit(f"{override!r}: only overrides of keys outside a point's identity are accepted here "
+                             f"(tracking.tracking_uri, resume.*, cache_dir, ...); {key!r} is part of it")
+    return list(overrides)
 
 
 def finished_runs(experiment: str, roles: Iterable[str] = (POINT_ROLE, ZERO_SHOT_ROLE)) -> pd.DataFrame:

@@ -45,6 +45,14 @@ its identity. Everything else in the resolved config is part of it. Where sharde
 only through its path, so rewriting shards in place needs a new results version or seed."""
 
 
+def is_result_key(key: str) -> bool:
+    """Whether the dotted ``key`` (or a node above it) is part of a point's identity, i.e. not
+    matched by :data:`NON_RESULT_KEYS`."""
+    parts = key.lstrip("+~").split(".")
+    prefixes = [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    return not any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes for pattern in NON_RESULT_KEYS)
+
+
 def _without(node: object, patterns: Iterable[str], path: str = "") -> object:
     if not isinstance(node, dict):
         return node

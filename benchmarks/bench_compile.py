@@ -4,7 +4,8 @@ For each precision of ``--precisions`` (``fp32``; ``bf16``: autocast to bfloat16
 round, in one process:
 
 * **encoding**: the first ``--texts`` evaluation questions and candidates through
-  :func:`encode_texts` (token-sorted batches of ``eval.batch_size``), texts/s;
+  :func:`~hybridsweep.evaluation.evaluator.embed` (a run's path: ``trainer.predict`` over
+  token-sorted batches of ``eval.batch_size``), texts/s;
 * **training**: ``--steps`` plain training steps (forward of both sides, InfoNCE, backward,
   gradient clipping, fused AdamW) on the batches of the config's data module, pairs/s;
 
@@ -32,14 +33,15 @@ import math
 import statistics
 import time
 
+import numpy as np
 import torch
 from common import build_corpora_and_encoder, build_datamodule, build_module, interleave, load_config, machine, parser, write_results
 from torch._dynamo.utils import counters
 
 from hybridsweep.data.datamodule import PairCollator
 from hybridsweep.encoders.compile import compile_encoder
-from hybridsweep.evaluation.encode import encode_texts, length_sorted_batches, token_counts
-from hybridsweep.evaluation.precision import autocast_context
+from hybridsweep.evaluation.evaluator import embed, encoding_trainer, length_sorted_batches
+from hybridsweep.precision import autocast_context
 
 CPU = torch.device("cpu")
 
@@ -61,6 +63,7 @@ def main() -> None:
     args.add_argument("--skip", default="", help="comma-separated parts to leave out: encode, train, survey")
     args.set_defaults(rounds=2)
     args = args.parse_args()
+    trainer = encoding_trainer("cpu")  # the pipeline's encoding path (trainer.predict), one Trainer for every pass
     skip = set(filter(None, args.skip.split(",")))
     dynamic = parse_dynamic(args.dynamic)
     # The encoder as built is the eager side; this benchmark compiles its own copies.
@@ -83,8 +86,8 @@ def main() -> None:
 
     def encode_pass(model, precision: str) -> float:
         start = time.perf_counter()
-        encode_texts(model, questions, "query", cfg.eval.batch_size, precision=precision)
-        encode_texts(model, candidates, "passage", cfg.eval.batch_size, precision=precision)
+        embed(model, questions, "query", cfg.eval.batch_size, precision=precision, trainer=trainer)
+        embed(model, candidates, "passage", cfg.eval.batch_size, precision=precision, trainer=trainer)
         return time.perf_counter() - start
 
     def trainer_for(model, precision: str):
@@ -182,14 +185,14 @@ def survey(encoder, texts: list[str], rows: list[list[dict]], pads: list[int], b
         model = copy.deepcopy(encoder)
         model.backbone.encoder.layer = model.backbone.encoder.layer[:1]
         model.pad_to_multiple_of = pad or None
-        counts = token_counts(model, texts, "passage")
+        counts = np.asarray(model.text_tokenizer.lengths(texts, "passage"))
         multiple = pad or 1
         shapes = {(len(b), multiple * math.ceil(counts[b].max() / multiple)) for b in length_sorted_batches(counts, batch_size)}
         graphs = {}
         torch._dynamo.reset()
         counters.clear()
         compile_encoder(model, True, dynamic=dynamic, backend="eager")
-        encode_texts(model, texts, "passage", batch_size)
+        embed(model, texts, "passage", batch_size, trainer=encoding_trainer("cpu"))
         graphs["encode"] = counters["stats"]["unique_graphs"]
         train_shapes = set()
         torch._dynamo.reset()  # a fresh budget of recompile_limit graphs for the training part

@@ -1,8 +1,9 @@
 """Encoding throughput in fp32 and bf16 autocast, as a fraction of the machine's matmul peak.
 
 Per round, interleaved: the peak of a large square ``torch.matmul`` in fp32 and in bf16, then the
-evaluation corpus's questions and candidates encoded by :func:`encode_texts` in fp32 and in bf16
-(batches sorted by token count), and, as the baseline of that ordering, in bf16 with batches
+evaluation corpus's questions and candidates encoded by
+:func:`~hybridsweep.evaluation.evaluator.embed` (a run's path: ``trainer.predict``) in fp32 and in
+bf16 (batches sorted by token count), and, as the baseline of that ordering, in bf16 with batches
 sorted by characters (the order used before). ``--batch-sizes`` adds bf16 runs at other batch
 sizes. Achieved FLOP/s counts the matrix products of the padded batches actually computed:
 
@@ -36,9 +37,9 @@ from common import (
     write_results,
 )
 
-from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import has_fast_bf16
+from hybridsweep.evaluation.evaluator import embed, encoding_trainer
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.precision import has_fast_bf16
 
 
 def main() -> None:
@@ -71,7 +72,12 @@ def main() -> None:
     encoder.forward = counting_forward
     embeddings, useful = {}, {}
 
-    def encode(name: str, precision: str, batch_size: int, function=encode_texts):
+    trainer = encoding_trainer("cpu")  # one, as a run evaluates with its one Trainer
+
+    def pipeline(*args, **kwargs):
+        return embed(*args, trainer=trainer, **kwargs)
+
+    def encode(name: str, precision: str, batch_size: int, function=pipeline):
         def run() -> float:
             counted.update(flops=0.0, padded=0, real=0)
             start = time.perf_counter()

@@ -5,7 +5,7 @@ Interleaved per round on the same corpus and encoder:
 * ``before``: fp32, batches sorted by characters (:func:`common.encode_char_sorted`), the metrics
   of :func:`evaluate_embeddings`, plus the exact faiss top-k search over the multilingual pool
   that evaluation ran as a second pass before the top k came from the ranking pass's scores;
-* ``now``: :func:`evaluate_encoder` at ``eval.precision`` (default ``auto``: bf16 on CPUs with
+* ``now``: :func:`~hybridsweep.evaluation.evaluator.embed` and the LAReQA scoring at ``eval.precision`` (default ``auto``: bf16 on CPUs with
   native bf16), batches sorted by token count.
 
 Printed and written: seconds of each, the ratio now/before, the share of ``now`` spent outside
@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 from common import build_corpora_and_encoder, encode_char_sorted, interleave, load_config, machine, parser, write_results
 
-from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.evaluator import embed, encoding_trainer
 from hybridsweep.evaluation.metrics import average_precision
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 
@@ -52,6 +52,7 @@ def main() -> None:
     args.add_argument("--sides", default="before,now", help="which of before, now to run (comma-separated)")
     args.set_defaults(rounds=1)
     args = args.parse_args()
+    trainer = encoding_trainer("cpu")  # the pipeline's encoding path (trainer.predict), one Trainer for every pass
     cfg = load_config(args.model, args.overrides)
     _, full, encoder = build_corpora_and_encoder(cfg)
     corpus = full
@@ -81,8 +82,8 @@ def main() -> None:
 
     def now() -> float:
         start = time.perf_counter()
-        q = encode_texts(encoder, questions, "query", batch, precision=precision)
-        c = encode_texts(encoder, candidates, "passage", batch, precision=precision)
+        q = embed(encoder, questions, "query", batch, precision=precision, trainer=trainer)
+        c = embed(encoder, candidates, "passage", batch, precision=precision, trainer=trainer)
         encoded = time.perf_counter()
         results["now"] = evaluate_embeddings(corpus, q, c, top_k)
         results["embeddings"] = (q, c)

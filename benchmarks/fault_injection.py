@@ -30,7 +30,7 @@ import numpy as np
 from common import write_results
 from mlflow.tracking import MlflowClient
 
-from hybridsweep.tracking import POINT_ROLE, ROLE_TAG
+from hybridsweep.tracking.store import POINT_ROLE, ROLE_TAG
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [

@@ -11,7 +11,7 @@ import lightning.fabric.plugins.io.torch_io as torch_io
 
 from hybridsweep import train as entry
 from hybridsweep.model import DualEncoderModule
-from hybridsweep.tracking import RunTracker
+from hybridsweep.tracking.tracker import RunTracker
 
 PHASE, COUNT = os.environ["HYBRIDSWEEP_FAULT"].split(":")
 seen = 0

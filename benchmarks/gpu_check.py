@@ -63,7 +63,7 @@ def finished_point(uri: str, experiment: str, params: dict[str, str] | None = No
     """The newest FINISHED point run of ``experiment`` in ``uri`` whose params include ``params``."""
     from mlflow.tracking import MlflowClient
 
-    from hybridsweep import tracking
+    from hybridsweep.tracking.store import POINT_ROLE, ROLE_TAG
 
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -71,7 +71,7 @@ def finished_point(uri: str, experiment: str, params: dict[str, str] | None = No
         return None
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
     for run in runs:
-        if (run.info.status == "FINISHED" and run.data.tags.get(tracking.ROLE_TAG) == tracking.POINT_ROLE
+        if (run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == POINT_ROLE
                 and all(run.data.params.get(k) == v for k, v in (params or {}).items())):
             return run
     return None

@@ -56,7 +56,7 @@ from hybridsweep.reports.significance import (
 )
 from hybridsweep.reports.tables import SETTINGS, setting_column
 from hybridsweep.schema import config_dir
-from hybridsweep.tracking import HASH_TAG, tracking_uri
+from hybridsweep.tracking.store import HASH_TAG, tracking_uri
 
 PROFILE = "tiny"
 SWEEP = "null_seeds"

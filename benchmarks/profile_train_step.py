@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
 from hybridsweep.data.datamodule import PairDataModule
-from hybridsweep.evaluation.precision import autocast_context
 from hybridsweep.model import DualEncoderModule
+from hybridsweep.precision import autocast_context
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ __version__ = "0.2.0"
 
 RESULTS_VERSION = 6
 """Bumped by every change that alters what a point computes (sampling, losses, model, data,
-evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.config_hash`), so
+evaluation). It is part of every point's identity (:func:`hybridsweep.tracking.identity.config_hash`), so
 runs made by an earlier version are never taken for results of this one.
 
 History: 1 — the first release (mixed-language monolingual batches, last-step weights);

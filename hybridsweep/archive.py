@@ -38,8 +38,18 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from tqdm import tqdm
 
-from hybridsweep import tracking
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.tracking.store import (
+    CLAIM_TAG,
+    HASH_TAG,
+    HEARTBEAT_TAG,
+    POINT_ROLE,
+    ROLE_TAG,
+    ZERO_SHOT_ROLE,
+    client,
+    experiment_id,
+)
+from hybridsweep.tracking.tracker import RunTracker
 
 RUNS_FILE = "runs.json.gz"
 AP_FILE = "per_question_ap.parquet"
@@ -53,7 +63,7 @@ _BATCH = 1000
 def _exported_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items()
             if k not in _DROPPED_TAGS and not k.startswith("hybridsweep.in_sweep.") and k not in (
-                tracking.CLAIM_TAG, tracking.HEARTBEAT_TAG)}
+                CLAIM_TAG, HEARTBEAT_TAG)}
 
 
 def _per_question(store: MlflowClient, run_id: str) -> pd.DataFrame | None:
@@ -65,18 +75,18 @@ def _per_question(store: MlflowClient, run_id: str) -> pd.DataFrame | None:
 
 
 def export_runs(uri: str, experiment: str, folder: str | Path,
-                roles: Iterable[str] = (tracking.POINT_ROLE, tracking.ZERO_SHOT_ROLE)) -> int:
+                roles: Iterable[str] = (POINT_ROLE, ZERO_SHOT_ROLE)) -> int:
     """Write the FINISHED runs of ``experiment`` (a profile's own experiment) with one of
     ``roles`` to ``folder``, replacing what it held; returns how many. Runs are selected by their
     tags alone, never by recomputing identities, so any machine exports all of them."""
-    store = tracking.client(uri)
+    store = client(uri)
     found = store.get_experiment_by_name(experiment)
     roles = set(roles)
     runs = []
     if found is not None:
         runs = [run for run in store.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
                                                  order_by=["attributes.start_time ASC"], max_results=50000)
-                if run.data.tags.get(tracking.ROLE_TAG) in roles and tracking.HASH_TAG in run.data.tags]
+                if run.data.tags.get(ROLE_TAG) in roles and HASH_TAG in run.data.tags]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     records, key_sets, columns = [], [], []
@@ -130,11 +140,11 @@ def import_runs(uri: str, experiment: str, folder: str | Path) -> list[str]:
     FINISHED run there yet; returns the new run ids."""
     folder = Path(folder)
     payload = read_archive(folder)
-    store = tracking.client(uri)
-    experiment_key = tracking.experiment_id(store, experiment)
-    present = {run.data.tags.get(tracking.HASH_TAG) for run in store.search_runs(
+    store = client(uri)
+    experiment_key = experiment_id(store, experiment)
+    present = {run.data.tags.get(HASH_TAG) for run in store.search_runs(
         [experiment_key], "attributes.status = 'FINISHED'", max_results=50000)}
-    missing = [r for r in payload["runs"] if r["tags"].get(tracking.HASH_TAG) not in present]
+    missing = [r for r in payload["runs"] if r["tags"].get(HASH_TAG) not in present]
     tables: dict[str, pd.DataFrame] = {}
     created = []
     for record in tqdm(missing, desc=f"import {experiment}", unit="run", disable=not missing):
@@ -156,7 +166,7 @@ def import_runs(uri: str, experiment: str, folder: str | Path) -> list[str]:
             if record["run_id"] not in table:
                 raise ValueError(f"{folder / reference['file']}: no column {record['run_id']!r} for run {record['run_name']!r}")
             frame = table[[*KEY_COLUMNS, record["run_id"]]].rename(columns={record["run_id"]: "ap"})
-            tracking.RunTracker(uri, run_id).log_frame(frame, PER_QUESTION_ARTIFACT)
+            RunTracker(uri, run_id).log_frame(frame, PER_QUESTION_ARTIFACT)
         store.set_terminated(run_id, "FINISHED", end_time=record["end_time"])
         created.append(run_id)
     return created

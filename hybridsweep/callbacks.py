@@ -1,4 +1,5 @@
-"""Lightning callbacks of a training point (the ``callbacks`` config group builds them).
+"""Lightning callbacks of a training point (the ``callbacks`` config group builds them, and the
+pipeline adds :class:`FitSummary`).
 
 Exactness of a resume: checkpoints hold, besides the weights, optimiser and scheduler, the random
 state of torch / numpy / python (:class:`RngStateCheckpoint`) and what has been processed so far
@@ -18,6 +19,8 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
+
+from hybridsweep.tracking.tracker import RunTracker
 
 PROGRESS_BAR = "progress_bar"
 """The key of ``cfg.callbacks`` that holds the progress bar, shared by training and evaluation."""
@@ -108,3 +111,27 @@ class ComputeAccounting(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.pairs, self.tokens = state_dict["pairs"], state_dict["tokens"]
+
+
+class FitSummary(Callback):
+    """Logs into the point's run, when ``fit`` ends, what training processed
+    (:class:`ComputeAccounting`'s totals, as ``compute/*``) and the monitored score of the kept
+    checkpoint (``<monitor>_best``: with ``val/loss``, a contrastive entropy at a fixed number of
+    negatives, comparable across the points of a sweep).
+
+    At the end of ``fit`` and not later: the evaluation that follows may load the best checkpoint,
+    which restores every callback's state and would turn the totals of training into the counts
+    at that checkpoint.
+    """
+
+    def __init__(self, tracker: RunTracker):
+        self.tracker = tracker
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        step = trainer.global_step
+        accounting = next((c for c in trainer.callbacks if isinstance(c, ComputeAccounting)), None)
+        if accounting is not None:
+            self.tracker.log_metrics(accounting.metrics(trainer), step=step, prefix="compute/")
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
+            self.tracker.log_metrics({f"{checkpoint.monitor}_best": float(checkpoint.best_model_score)}, step=step)

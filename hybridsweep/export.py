@@ -44,16 +44,19 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import mlflow
 import torch
 import transformers
-from mlflow.entities import LoggedModel
+from mlflow.entities import LoggedModel, LoggedModelStatus
+from mlflow.exceptions import MlflowException
 from safetensors.torch import save_file
 from torch import nn
 
 from hybridsweep.encoders.variants import PrunedEmbedding
 from hybridsweep.model import TextEncoder
 from hybridsweep.schema import TrackingConfig
-from hybridsweep.tracking import RunTracker, download_model, logged_model, tracking_uri
+from hybridsweep.tracking.store import client, tracking_uri
+from hybridsweep.tracking.tracker import RunTracker
 
 MODEL_TYPE = "sentence-transformers"
 """The ``model_type`` of every logged encoder (a filter for ``search_logged_models``)."""
@@ -160,7 +163,7 @@ def save_sentence_transformer(encoder: TextEncoder, directory: str | Path) -> Pa
 
 def log_model(tracker: RunTracker, encoder: TextEncoder, name: str = "encoder", step: int = 0) -> LoggedModel | None:
     """Log ``encoder`` as a sentence-transformers folder to a logged model of the tracker's run
-    (see :meth:`hybridsweep.tracking.RunTracker.log_model`); its params describe the encoder
+    (see :meth:`hybridsweep.tracking.tracker.RunTracker.log_model`); its params describe the encoder
     (``encoder``, ``pooling``, ``max_length``, ``normalize``, the two prefixes). Returns the
     finalised model (``model.model_uri`` = ``models:/<id>``), or None where the tracker has no run."""
     if not tracker.active:
@@ -175,6 +178,24 @@ def log_model(tracker: RunTracker, encoder: TextEncoder, name: str = "encoder", 
         return tracker.log_model(folder, name, MODEL_TYPE, params, step)
 
 
+def logged_model(uri: str, run_id: str, model_type: str) -> LoggedModel:
+    """The newest READY logged model of ``model_type`` from run ``run_id``; a ``LookupError``
+    naming the run when it has none."""
+    store = client(uri)
+    try:
+        run = store.get_run(run_id)
+    except MlflowException as error:
+        raise LookupError(f"no run {run_id!r} in the tracking store {uri}") from error
+    models = store.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    ready = [m for m in models if m.status == LoggedModelStatus.READY and m.model_type == model_type]
+    if not ready:
+        raise LookupError(
+            f"run {run_id} ({run.info.run_name}) has no logged {model_type} model: it was trained with "
+            f"tracking.log_model=false, or before models were logged, or it did not finish"
+        )
+    return max(ready, key=lambda m: m.creation_timestamp)
+
+
 def export_run_model(run_id: str, directory: str | Path, uri: str | None = None) -> Path:
     """Download the model logged from run ``run_id`` into ``directory`` (which must not exist or
     be empty) as a sentence-transformers folder, and return its path. ``uri`` defaults to the
@@ -185,7 +206,8 @@ def export_run_model(run_id: str, directory: str | Path, uri: str | None = None)
         raise FileExistsError(f"{directory} exists and is not an empty folder: pick a new folder to export into")
     model = logged_model(uri, run_id, MODEL_TYPE)
     directory.mkdir(parents=True, exist_ok=True)
-    return download_model(uri, model, directory)
+    mlflow.artifacts.download_artifacts(artifact_uri=model.model_uri, dst_path=str(directory), tracking_uri=uri)
+    return directory
 
 
 def main(argv: Sequence[str] | None = None) -> None:

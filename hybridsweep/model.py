@@ -15,9 +15,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hybridsweep.distributed import gather_with_grad
-from hybridsweep.evaluation.precision import Precision, resolve_precision
 from hybridsweep.gradcache import cached_contrastive_loss
 from hybridsweep.losses import InfoNCELoss
+from hybridsweep.precision import Precision, autocast_context
 
 Role = Literal["query", "passage"]
 
@@ -153,7 +153,8 @@ class DualEncoderModule(L.LightningModule):
     for evaluation (``predict_step``) on whatever device the Trainer placed it.
 
     ``optimizer`` and ``scheduler`` are factories (``_partial_`` config nodes):
-    ``optimizer(param_groups)`` and ``scheduler(optimizer, total_steps=...)``. Biases and norms
+    ``optimizer(param_groups)`` and ``scheduler(optimizer, total_steps=...)``; a module without an
+    optimizer only encodes. Biases and norms
     (parameters with fewer than two dimensions) get no weight decay; where the optimizer has a
     fused kernel (one pass over all parameters) it is used unless a loss scaler is in play.
     Gradient clipping and precision are the Trainer's (``trainer.gradient_clip_val``,
@@ -171,7 +172,7 @@ class DualEncoderModule(L.LightningModule):
     def __init__(
         self,
         encoder: TextEncoder,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         loss: nn.Module | None = None,
         mini_batch_size: int | None = None,
@@ -228,9 +229,7 @@ class DualEncoderModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         """Embeddings of one batch of texts (``batch["inputs"]``) in ``predict_precision``, with
         their positions (``batch["index"]``), both on the CPU."""
-        bf16 = resolve_precision(self.predict_precision, self.device) == "bf16"
-        # Explicit either way: inside a bf16-mixed Trainer, fp32 evaluation must switch autocast off.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast_context(self.predict_precision, self.device):
             embedding = self.encoder(**batch["inputs"])
         return {"index": batch["index"].cpu(), "embedding": embedding.float().cpu()}
 
@@ -259,6 +258,8 @@ class DualEncoderModule(L.LightningModule):
 
     def optimizer_and_schedule(self, total_steps: int):
         """The optimizer over the trainable parameters and its per-step schedule over ``total_steps``."""
+        if self.optimizer_factory is None:
+            raise ValueError("this DualEncoderModule was built without an optimizer: it encodes, it cannot train")
         decay, no_decay = [], []
         for parameter in self.encoder.parameters():
             if parameter.requires_grad:

@@ -8,7 +8,7 @@ For each target, first its sweeps (``conf/paper/<profile>.yaml``: ``sweep`` and 
 ``with_sweeps``): when any of a sweep's points has no finished run in MLflow, the sweep's
 ``python -m hybridsweep.train -m ...`` command runs (sweeps resume, so that trains only the missing
 points); when all are there, nothing trains. A point is known by its identity (the config hash
-of :mod:`hybridsweep.tracking`), so a point that two sweeps share is trained once and serves both,
+of :mod:`hybridsweep.tracking.identity`), so a point that two sweeps share is trained once and serves both,
 and the untrained initializer of the points is the zero-shot run their ``init/`` metrics came
 from: the zero-shot rows of the tables. Runs of an older results version are listed as stale
 and not used, unless ``--accept-stale``.
@@ -20,34 +20,24 @@ of the target's sweep (artifacts ``report/<output>/``).
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hybridsweep import RESULTS_VERSION
 from hybridsweep.archive import RUNS_FILE, export_runs, import_runs
 from hybridsweep.point import MAIN_METRIC
 from hybridsweep.reports.fits import FitSettings
-from hybridsweep.reports.runs import per_question_ap
-from hybridsweep.reports.runs import runs_by_identity as point_runs
-from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, plot_scaling, scaling_points, write_scaling
-from hybridsweep.reports.significance import (
-    N_BOOT_TESTS,
-    mark_strategy_claims,
-    paired_tests,
-    significance_note,
-    write_tests,
-)
+from hybridsweep.reports.grid import Grid, grid, identity_runs, stale_runs, union
+from hybridsweep.reports.runs import location_overrides, log_report, per_question_ap, store_uri
+from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, scaling_points, write_scaling
+from hybridsweep.reports.scaling_figure import plot_scaling
+from hybridsweep.reports.significance import N_BOOT_TESTS, mark_strategy_claims, paired_tests, significance_note, write_tests
 from hybridsweep.reports.tables import (
     SETTINGS,
     bias_columns,
@@ -59,8 +49,8 @@ from hybridsweep.reports.tables import (
     setting_column,
     write_table,
 )
-from hybridsweep.schema import config_dir, register_configs, resolve_auto
-from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, config_hash, log_report, tracking_uri, zero_shot_hash
+from hybridsweep.schema import config_dir, register_configs
+from hybridsweep.tracking.store import HASH_TAG, POINT_ROLE, RESULTS_VERSION_TAG, ZERO_SHOT_ROLE
 
 register_configs()
 PROFILES = Path(config_dir()) / "paper"
@@ -113,78 +103,21 @@ def sweep_overrides(profile: DictConfig, sweep: str) -> list[str]:
     return [*profile.get("common", []), *profile.sweeps[sweep], f"tracking.experiment={profile.experiment}"]
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """Every point of a grid sweep as its list of overrides: the cartesian product of the swept
-    values (Hydra's override grammar: ``a=1,2``, ``range(...)``, ``choice(...)``), fixed ones kept."""
-    options = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
-            prefix = override.input_line[:len(override.input_line) - len(override.input_line.lstrip("+~"))]
-            options.append([f"{prefix}{override.get_key_element()}={v}" for v in override.sweep_string_iterator()])
-        else:
-            options.append([override.input_line])
-    return [list(point) for point in itertools.product(*options)]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A sweep's points by identity: current, of older results versions, and their initializers."""
-
-    points: dict[str, tuple[str, ...]]
-    """config hash -> the point's overrides."""
-    older: dict[str, str]
-    """hash under an older results version -> the current one, of points and zero-shot runs."""
-    zero_shot: frozenset[str]
-    """zero-shot identities of the points that evaluate their initializer."""
-
-
-@cache
-def grid(overrides: tuple[str, ...]) -> Grid:
-    """The identities of every point of the grid, each composed as ``train`` composes it, so a
-    point is recognised by what it computes, whichever sweep or command trained it. Cached: a
-    sweep's grid is needed to train it and again by each target built from it."""
-    points, older, zero_shot = {}, {}, set()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for point in expand(list(overrides)):
-            cfg = resolve_auto(compose("train", overrides=point))
-            digest = config_hash(cfg)
-            points[digest] = tuple(point)
-            older |= {config_hash(cfg, version): digest for version in range(1, RESULTS_VERSION)}
-            if cfg.eval.before_training:
-                for suite in cfg.eval.suites:
-                    zero_shot.add(zero_shot_hash(cfg, suite))
-                    older |= {zero_shot_hash(cfg, suite, version): zero_shot_hash(cfg, suite)
-                              for version in range(1, RESULTS_VERSION)}
-    return Grid(points, older, frozenset(zero_shot))
+def sweep_grid(profile: DictConfig, sweep: str) -> Grid:
+    return grid(tuple(sweep_overrides(profile, sweep)))
 
 
 def grid_runs(profile: DictConfig, sweep: str, accept_stale: bool, sweep_tag: str | None = None) -> pd.DataFrame:
     """The finished runs of a sweep's points (stale ones too with ``accept_stale``), one per point."""
-    points = grid(tuple(sweep_overrides(profile, sweep)))
-    runs = point_runs(profile.experiment, points.points, sweep_tag, roles=("point",))
-    if accept_stale:
-        runs = pd.concat([runs, stale_runs(profile, runs, points.older, sweep_tag, "point")], ignore_index=True)
-    return runs
-
-
-def stale_runs(profile: DictConfig, runs: pd.DataFrame, older: dict[str, str], sweep_tag: str | None,
-               role: str) -> pd.DataFrame:
-    """The finished runs of older results versions (``older``: old hash -> current hash) of the
-    identities that ``runs`` lacks, the newest version's for each."""
-    stale = point_runs(profile.experiment, older, sweep_tag, roles=(role,))
-    if stale.empty:
-        return stale
-    current = stale[f"tags.{HASH_TAG}"].map(older)
-    version = pd.to_numeric(stale[f"tags.{RESULTS_VERSION_TAG}"], errors="coerce")
-    newest_first = stale.assign(current=current, version=version).sort_values("version", ascending=False)
-    newest_first = newest_first[~newest_first["current"].isin(set(runs.get(f"tags.{HASH_TAG}", [])))]
-    return newest_first.drop_duplicates("current").drop(columns=["current", "version"]).reset_index(drop=True)
+    points = sweep_grid(profile, sweep)
+    return identity_runs(profile.experiment, points, points.points, POINT_ROLE, accept_stale, sweep_tag)
 
 
 def report_stale(profile: DictConfig, sweep: str, accept_stale: bool) -> int:
     """List the points whose only finished runs are of an older results version; their count."""
-    points = grid(tuple(sweep_overrides(profile, sweep)))
-    stale = stale_runs(profile, point_runs(profile.experiment, points.points, roles=("point",)), points.older, None, "point")
+    points = sweep_grid(profile, sweep)
+    current = identity_runs(profile.experiment, points, points.points, POINT_ROLE, accept_stale=False)
+    stale = stale_runs(profile.experiment, points, current, points.points, None, POINT_ROLE)
     for _, run in stale.iterrows():
         print(f"[paper] sweep {sweep}: stale run {run['run_id']} ({run.get('tags.mlflow.runName')}) of results version "
               f"{run.get(f'tags.{RESULTS_VERSION_TAG}')} (now {RESULTS_VERSION}): "
@@ -195,20 +128,23 @@ def report_stale(profile: DictConfig, sweep: str, accept_stale: bool) -> int:
 
 def ensure_sweep(profile_name: str, profile: DictConfig, sweep: str, accept_stale: bool) -> None:
     """Run the sweep's command unless every one of its points already has a finished run. With
-    ``accept_stale``, a point with only a stale run counts as done: the command then runs for the
-    missing points alone, one point each, since a whole sweep would retrain the stale ones."""
+    ``accept_stale``, a point with only a stale run counts as done, and so does a point trained on
+    a machine that resolves ``auto`` otherwise (:mod:`hybridsweep.reports.grid`): the command then
+    runs for the missing points alone, one point each, since a whole sweep would train those again
+    under this machine's identity."""
     overrides = sweep_overrides(profile, sweep)
-    points = grid(tuple(overrides))
+    points = sweep_grid(profile, sweep)
     stale = report_stale(profile, sweep, accept_stale)
-    finished = grid_runs(profile, sweep, accept_stale)
-    done = {points.older.get(digest, digest) for digest in finished.get(f"tags.{HASH_TAG}", [])}
+    finished = list(grid_runs(profile, sweep, accept_stale).get(f"tags.{HASH_TAG}", []))
+    done = {points.current(digest) for digest in finished}
+    other_identity = any(digest not in points.points for digest in finished)
     missing = [point for digest, point in points.points.items() if digest not in done]
     if not missing:
         print(f"[paper] sweep {sweep}: all {len(points.points)} points are in MLflow; nothing to train", flush=True)
         return
     print(f"[paper] sweep {sweep}: {len(missing)} of {len(points.points)} points missing"
           f"{f' ({stale} with only stale runs)' if stale and not accept_stale else ''}; running the sweep", flush=True)
-    for point_overrides in (missing if accept_stale and stale else [overrides]):
+    for point_overrides in (missing if other_identity else [overrides]):
         run_sweep(profile_name, sweep, list(point_overrides), int(profile.get("threads", 1)))
 
 
@@ -242,9 +178,8 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     spec = profile.targets[target]
     parts = [grid_runs(profile, sweep, accept_stale, sweep_dir(profile_name, sweep)) for sweep in target_sweeps(spec)]
     runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id") if parts else pd.DataFrame()
-    points = {}
-    for sweep in target_sweeps(spec):
-        points |= grid(tuple(sweep_overrides(profile, sweep))).points
+    grids = union(sweep_grid(profile, sweep) for sweep in target_sweeps(spec))
+    points = grids.points
     where = {str(key): str(value) for key, value in (spec.get("where") or {}).items()}
     if where and not runs.empty:
         runs = runs[_matches(runs, where, f"profile {profile_name}: targets.{target}.where")].reset_index(drop=True)
@@ -255,14 +190,7 @@ def target_runs(profile_name: str, profile: DictConfig, target: str, accept_stal
     if len(runs) < expected:
         print(f"[paper] warning: {target} is built from {len(runs)} of its {expected} grid points", file=sys.stderr)
     if spec.kind != "scaling":
-        initializers = frozenset().union(*(grid(tuple(sweep_overrides(profile, s))).zero_shot for s in target_sweeps(spec)))
-        zero_shot = point_runs(profile.experiment, initializers, roles=("zero-shot",))
-        if accept_stale:
-            older = {}
-            for sweep in target_sweeps(spec):
-                older |= grid(tuple(sweep_overrides(profile, sweep))).older
-            older = {old: new for old, new in older.items() if new in initializers}
-            zero_shot = pd.concat([zero_shot, stale_runs(profile, zero_shot, older, None, "zero-shot")], ignore_index=True)
+        zero_shot = identity_runs(profile.experiment, grids, grids.zero_shot, ZERO_SHOT_ROLE, accept_stale)
         shown = shown_metrics(spec)
         runs = pd.concat([runs, zero_shot], ignore_index=True)
         runs = runs[logging_any(runs, shown)].reset_index(drop=True)
@@ -389,25 +317,40 @@ def build(profile_name: str, profile: DictConfig, target: str, out: Path, accept
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("targets", nargs="+", help="targets of the profile, `paper` for all, or `archive` to only "
-                        "import and export the profile's run archive")
+    parser.add_argument("targets", nargs="*", metavar="TARGET|KEY=VALUE",
+                        help="targets of the profile, `paper` for all, or `archive` to only import and export the "
+                             "profile's run archive; then overrides of keys outside a point's identity, given to every "
+                             "sweep and used to find the store (tracking.tracking_uri=...)")
     parser.add_argument("--profile", default="tiny", help="conf/paper/<profile>.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="reports/<profile>/ is written")
     parser.add_argument("--build-only", action="store_true", help="never train; build from what MLflow has")
     parser.add_argument("--accept-stale", action="store_true",
                         help="count and use runs of an older results version where a point has no current one")
-    args = parser.parse_args(argv)
+    parser.add_argument("--list", action="store_true", help="print the profile's targets and exit")
+    args = parser.parse_intermixed_args(argv)  # targets and overrides may come after the options
     profile = load_profile(args.profile)
     profile_name = Path(args.profile).stem
+    if args.list:
+        for target, spec in profile.targets.items():
+            print(f"{target:<20} {spec.get('caption', '')}")
+        return
+    overrides = location_overrides([token for token in args.targets if "=" in token])
     # `paper`: the profile's own list (its key `paper`), else every target.
-    targets = list(profile.get("paper", profile.targets)) if "paper" in args.targets else args.targets
-    targets = [t for t in targets if t != ARCHIVE]
+    named = [token for token in args.targets if "=" not in token]
+    if not named:
+        parser.error(f"name a target of profile {profile_name}: {', '.join(profile.targets)}, or paper for all")
+    targets = [t for t in (list(profile.get("paper", profile.targets)) if "paper" in named else named) if t != ARCHIVE]
     unknown = [t for t in targets if t not in profile.targets]
     if unknown:
-        raise SystemExit(f"unknown targets {unknown}; profile {args.profile!r} has {list(profile.targets)}")
-    if ARCHIVE in args.targets and not profile.get(ARCHIVE):
-        raise SystemExit(f"profile {args.profile!r} keeps no run archive: add `{ARCHIVE}: runs` to it")
-    mlflow.set_tracking_uri(tracking_uri(OmegaConf.load(Path(config_dir()) / "tracking" / "mlflow.yaml").tracking_uri))
+        raise SystemExit(f"profile {profile_name} has no target {', '.join(unknown)}: its targets are "
+                         f"{', '.join(profile.targets)} (and paper, for {', '.join(profile.get('paper', profile.targets))})")
+    if ARCHIVE in named and not profile.get(ARCHIVE):
+        raise SystemExit(f"profile {profile_name} keeps no run archive: add `{ARCHIVE}: runs` to it")
+    if any(override.split("=", 1)[0].lstrip("+~") == "tracking.experiment" for override in overrides):
+        raise SystemExit(f"tracking.experiment: the profile's key `experiment` names it ({profile.experiment})")
+    # Every sweep gets the overrides, and the store is the one its training writes to.
+    profile.common = [*profile.get("common", []), *overrides]
+    mlflow.set_tracking_uri(store_uri(profile.common))
     os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
     folder = args.out / profile_name / str(profile.get(ARCHIVE)) if profile.get(ARCHIVE) else None
     try:

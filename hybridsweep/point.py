@@ -1,5 +1,6 @@
-"""One point of a sweep, seen from its job: its run name and tags, its thread budget, failure
-isolation, and its own process tree when it trains on several processes.
+"""One point of a sweep, seen from its job: its run name and tags, its run (claimed, or skipped
+with the reason in ``result.json``), where its time went, its thread budget, failure isolation,
+and its own process tree when it trains on several processes.
 
 Under DDP Lightning starts the other ranks by running the command line again with
 ``LOCAL_RANK`` set. A multirun job cannot be re-run that way (the command line is the whole
@@ -10,14 +11,17 @@ then starts its ranks as usual; the job hands it its name and tags through the e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
+import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +32,13 @@ from hydra.types import RunMode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
-from hybridsweep import tracking
+from hybridsweep.encoders.compile import compile_seconds
+from hybridsweep.precision import accelerator_device
+from hybridsweep.sweep_runs import find_parent, list_in_sweep, parent_axes
+from hybridsweep.tracking.claims import Decision, open_run
+from hybridsweep.tracking.identity import config_hash
+from hybridsweep.tracking.store import AXES_TAG, OVERRIDES_TAG, POINT_ROLE, SWEEP_TAG, client, is_global_zero, tracking_uri
+from hybridsweep.tracking.tracker import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +98,121 @@ def point_context(cfg: DictConfig) -> PointContext:
         return PointContext(run_name=run_name([], None, cfg.seed))
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
-    tags = {tracking.OVERRIDES_TAG: " ".join(overrides) or "(defaults)"}
+    tags = {OVERRIDES_TAG: " ".join(overrides) or "(defaults)"}
     axes = None
-    if hydra_cfg.mode == RunMode.MULTIRUN and tracking.is_global_zero():
-        uri = tracking.tracking_uri(cfg.tracking.tracking_uri)
-        tags[tracking.SWEEP_TAG] = hydra_cfg.sweep.dir
-        parent = tracking.find_parent(uri, cfg.tracking.experiment, hydra_cfg.sweep.dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and is_global_zero():
+        uri = tracking_uri(cfg.tracking.tracking_uri)
+        tags[SWEEP_TAG] = hydra_cfg.sweep.dir
+        parent = find_parent(uri, cfg.tracking.experiment, hydra_cfg.sweep.dir)
         if parent is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent
-            axes = tracking.parent_axes(uri, parent)
+            axes = parent_axes(uri, parent)
             values = dict(_parsed(overrides))
-            tags[tracking.AXES_TAG] = json.dumps({axis: values.get(axis) for axis in axes})
+            tags[AXES_TAG] = json.dumps({axis: values.get(axis) for axis in axes})
     return PointContext(run_name(overrides, axes, cfg.seed), tags, hydra_cfg.runtime.output_dir)
+
+
+@dataclass
+class PointRun:
+    """A training point's MLflow run, as global rank zero decided it
+    (:mod:`hybridsweep.tracking.claims`): claimed by this process, or to be skipped."""
+
+    cfg: DictConfig
+    context: PointContext
+    digest: str
+    """The point's identity (:func:`~hybridsweep.tracking.identity.config_hash`)."""
+    decision: Decision
+    tracker: RunTracker
+    """The run to log into: live on rank zero when the run is claimed, else one that does nothing."""
+
+    @classmethod
+    def open(cls, cfg: DictConfig) -> PointRun:
+        context = point_context(cfg)
+        digest = config_hash(cfg)
+        decision, tracker = open_run(cfg, POINT_ROLE, digest, context.run_name, context.tags)
+        return cls(cfg, context, digest, decision, tracker)
+
+    @property
+    def claimed(self) -> bool:
+        return self.decision.state == "claimed"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """``<resume.checkpoint_dir>/<identity>/<run id>``: stable across re-runs, so a resumed run finds its checkpoints."""
+        return Path(self.cfg.resume.checkpoint_dir).expanduser() / self.digest / self.decision.run_id
+
+    @property
+    def resume_from(self) -> str | None:
+        """The ``ckpt_path`` of ``Trainer.fit``: the last checkpoint of a resumed run."""
+        return "last" if self.decision.resumed else None
+
+    def _metric(self) -> float:
+        run = client(tracking_uri(self.cfg.tracking.tracking_uri)).get_run(self.decision.run_id)
+        return run.data.metrics.get(MAIN_METRIC, math.nan)
+
+    def skip(self) -> float:
+        """A point this process does not train: finished earlier (its metric; listed as a member of
+        this process's sweep) or being trained by another process (NaN). Either way ``result.json``
+        says so, so that the multirun job relaying this process's result never reads another's."""
+        if self.decision.done:
+            log.info("%s: finished earlier in run %s, skipped", self.context.run_name, self.decision.run_id)
+            parent = self.context.tags.get(MLFLOW_PARENT_RUN_ID)
+            if parent and is_global_zero():
+                list_in_sweep(tracking_uri(self.cfg.tracking.tracking_uri), self.decision.run_id, parent)
+            metric = self._metric()
+        else:
+            log.warning("%s: run %s is being trained by another process; left to it", self.context.run_name,
+                        self.decision.run_id)
+            metric = math.nan
+        if is_global_zero():
+            write_result(self.context.output_dir, self.decision.run_id, metric)
+        return metric
+
+    def finish(self) -> float:
+        """After the run is closed: its checkpoints deleted (unless ``resume.keep_checkpoints``), its
+        metric written to ``result.json`` and returned (NaN on ranks other than zero)."""
+        if not is_global_zero():
+            return math.nan
+        if not self.cfg.resume.keep_checkpoints:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        metric = self._metric()
+        write_result(self.context.output_dir, self.decision.run_id, metric)
+        return metric
+
+
+class PhaseClock:
+    """Where a point's time went, logged as ``time/*_s``: ``fit`` (``Trainer.fit``), ``eval`` (the
+    evaluations, before and after training) and ``overhead``, the rest of the point since the
+    clock started (building data, tokenizer and model, MLflow run and logging, compilation), which
+    a sweep pays once per point; the three add up to the point's wall time.
+
+    ``compile`` is the part of the overhead spent in ``torch.compile`` (``model.compile``):
+    compilation is lazy, so it happens inside the first forward and backward passes of fit and
+    eval, and is measured there by Dynamo's own account
+    (:func:`~hybridsweep.encoders.compile.compile_seconds`) and moved out of ``fit`` and ``eval``
+    into ``overhead``; 0 for an eager model.
+    """
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds = {"fit": 0.0, "eval": 0.0, "compile": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        """Add the block's wall time to ``phase``, less what ``torch.compile`` spent in it."""
+        started, compiling = time.perf_counter(), compile_seconds()
+        try:
+            yield
+        finally:
+            compile_time = compile_seconds() - compiling
+            self.seconds[phase] += time.perf_counter() - started - compile_time
+            self.seconds["compile"] += compile_time
+
+    def log(self, tracker: RunTracker, step: int) -> None:
+        total = time.perf_counter() - self.started
+        seconds = self.seconds
+        tracker.log_metrics({"fit_s": seconds["fit"], "eval_s": seconds["eval"], "compile_s": seconds["compile"],
+                             "overhead_s": total - seconds["fit"] - seconds["eval"]}, step=step, prefix="time/")
 
 
 def threads_per_job() -> int:
@@ -120,17 +233,17 @@ def threads_per_job() -> int:
 
 
 def training_processes(trainer: DictConfig) -> int:
-    """How many processes ``trainer`` runs on (devices x nodes), read from the config alone."""
+    """How many processes ``trainer`` runs on (devices x nodes), read from the config alone, as
+    Lightning counts them: ``devices: auto`` (or -1) is every visible GPU where the accelerator is
+    CUDA (``auto`` picks CUDA wherever a GPU is visible), else one process."""
     devices = trainer.get("devices", "auto")
-    accelerator = str(trainer.get("accelerator", "auto"))
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
         devices = int(devices)
     if isinstance(devices, str) and devices != "auto":
         devices = [d for d in devices.split(",") if d.strip()]
-    if devices == -1 or (devices == "auto" and accelerator in ("gpu", "cuda")):
-        count = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 1
-    elif devices == "auto":
-        count = 1
+    if devices == "auto" or devices == -1:
+        on_cuda = accelerator_device(trainer.get("accelerator", "auto")).type == "cuda"
+        count = torch.cuda.device_count() if on_cuda else 1
     else:
         count = len(devices) if not isinstance(devices, int) else devices
     return max(1, count) * int(trainer.get("num_nodes", 1))
@@ -158,10 +271,11 @@ def _in_own_processes(cfg: DictConfig) -> float:
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
     command = [*_entry_command(), *overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
     env = {**os.environ, _CONTEXT_ENV: json.dumps(asdict(context))}
+    result = Path(hydra_cfg.runtime.output_dir) / RESULT_FILE
+    result.unlink(missing_ok=True)  # an earlier invocation's: the child writes this one's
     done = subprocess.run(command, env=env, cwd=hydra_cfg.runtime.cwd)
     if done.returncode != 0:
         raise RuntimeError(f"the point's processes exited with status {done.returncode}: {' '.join(command)}")
-    result = Path(hydra_cfg.runtime.output_dir) / RESULT_FILE
     return json.loads(result.read_text())[MAIN_METRIC] if result.is_file() else math.nan
 
 

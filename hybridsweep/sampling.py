@@ -42,19 +42,37 @@ from are all those of the monolingual pool, each of which must be able to fill a
 fixed by the seed (:func:`step_streams`) and never depend on the data a process reads, so every
 DDP rank and every dataloader worker agrees on both without communicating.
 
+**Random layout.** The two samplers lay their generators out differently, on purpose, and each
+keeps its own layout (changing either would change the batches, and so the results, of every
+point trained with it):
+
+- in memory (:class:`hybridsweep.data.sampler.HybridBatchSampler`, :func:`epoch_generators`): epoch e is drawn from
+  ``default_rng([seed, e]).spawn(4)`` = (types, monolingual permutations, cross-lingual
+  permutations, languages), each monolingual stream permuted by its own child of the second, in
+  sorted order of stream names, so a language's permutations do not depend on how often the others
+  are drawn; steps are counted from 0 in every epoch. An epoch is a function of (seed, epoch)
+  alone: each stream starts a fresh permutation per pass, and a resumed run needs only the epoch
+  and its position in it.
+- streamed (:class:`hybridsweep.data.streaming.StreamedPairBatches`, :func:`run_generators`): the
+  types from ``default_rng(seed)`` and the languages from its first spawned child; steps are
+  counted over the whole run. Its streams are read in stored order and carry their read position
+  from one epoch into the next, so there is nothing to permute, and the step plan must continue
+  across epochs rather than restart with them.
+
 **No repeated question id** within a batch: two pairs of the same id carry translations of the
 same answer, and each would be the other's false negative under the in-batch softmax. A stream
-with fewer distinct question ids than the pairs it must place in one batch is refused.
+with fewer distinct question ids than the pairs it must place in one batch is refused
+(:meth:`SamplingRule.check`), before any batch is drawn.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 import numpy as np
-from torch.utils.data import Sampler
 
 Strategy = Literal["mono", "cross", "hybrid"]
 MonoBatches = Literal["per_language", "mixed"]
@@ -126,6 +144,63 @@ def language_weights(sizes: Mapping[str, int], rule: LanguageWeights) -> dict[st
         return {language: 1 / len(languages) for language in languages}
     total = sum(sizes.values())
     return {language: sizes[language] / total for language in languages}
+
+
+@dataclass(frozen=True)
+class SamplingRule:
+    """What both samplers derive from the ``sampling`` settings and the pools' sizes, checked once.
+
+    ``streams``: the streams a sampler holds: ``cross``, and ``mono`` (mixed batches) or one
+    ``mono/<l>`` per language of the monolingual pool (per-language batches, where monolingual
+    steps are drawn at all); ``language_weights``: P(l) of a per-language monolingual step, else
+    None; ``steps_per_epoch``: ``(pairs of the pools used) // batch_size``.
+    """
+
+    batch_size: int
+    mix_ratio: float
+    streams: tuple[str, ...]
+    language_weights: dict[str, float] | None
+    pool_sizes: dict[str, int]
+    """Pairs of each pool (``mono``, ``cross``)."""
+    steps_per_epoch: int
+
+    @classmethod
+    def build(cls, batch_size: int, world_size: int, strategy: Strategy, mix_ratio: float | str,
+              mono_batches: MonoBatches, mono_language_weights: LanguageWeights, pool_sizes: Mapping[str, int],
+              language_sizes: Mapping[str, int]) -> SamplingRule:
+        """``pool_sizes``: pairs per pool; ``language_sizes``: monolingual pairs per language."""
+        check_divisible(batch_size, world_size)
+        check_choice("mono_batches", mono_batches, MONO_BATCHES)
+        check_choice("mono_language_weights", mono_language_weights, LANGUAGE_WEIGHTS)
+        ratio = resolve_mix_ratio(strategy, mix_ratio, pool_sizes[MONO], pool_sizes[CROSS])
+        pools = used_pools(ratio)
+        streams, weights = [CROSS], None
+        if mono_batches == "mixed":
+            streams.append(MONO)
+        elif MONO in pools:
+            sizes = {language: n for language, n in language_sizes.items() if n}
+            streams += [mono_stream(language) for language in sorted(sizes)]
+            if sizes:  # else the monolingual pool is empty, and refused by check()
+                weights = language_weights(sizes, mono_language_weights)
+        steps = sum(pool_sizes[pool] for pool in pools) // batch_size
+        return cls(batch_size, ratio, tuple(streams), weights, dict(pool_sizes), steps)
+
+    def check(self, needed: int, distinct: Callable[[str], int], refusal: Callable[[str, int], str]) -> None:
+        """Refuse to sample when a stream drawn from holds fewer ``distinct(stream)`` question ids
+        than the ``needed`` pairs one reader places in one batch (the error is ``refusal(stream,
+        count)``: a batch could not avoid repeating an id), or when an epoch has no step."""
+        for stream in drawn_streams(self.mix_ratio, self.streams):
+            count = distinct(stream)
+            if count < needed:
+                raise ValueError(refusal(stream, count))
+        if self.steps_per_epoch == 0:
+            pairs = sum(self.pool_sizes[pool] for pool in used_pools(self.mix_ratio))
+            raise ValueError(f"batch_size={self.batch_size} is larger than the {pairs} training pairs of the pools drawn from")
+
+    def plan(self, type_rng: np.random.Generator, language_rng: np.random.Generator, start: int = 0,
+             stride: int = 1) -> Iterator[str]:
+        """The stream of each of steps ``start``, ``start + stride``, ... (:func:`step_streams`)."""
+        return step_streams(self.mix_ratio, self.language_weights, type_rng, language_rng, start, stride)
 
 
 class PoolBatches(Generic[Item]):
@@ -245,116 +320,14 @@ def check_divisible(batch_size: int, world_size: int) -> None:
         raise ValueError(f"batch_size={batch_size} must be a multiple of the {world_size} training processes")
 
 
-class HybridBatchSampler(Sampler[list[int]]):
-    """Yields batches of pair indices, each wholly monolingual or wholly cross-lingual.
+def epoch_generators(seed: int, epoch: int, streams: Iterable[str]) -> tuple[np.random.Generator, ...]:
+    """The in-memory layout (module docstring): ``(types, languages, {stream: permutations})`` of one epoch."""
+    type_rng, mono_rng, cross_rng, language_rng = np.random.default_rng([seed, epoch]).spawn(4)
+    mono_names = sorted(s for s in streams if s != CROSS)
+    return type_rng, language_rng, {CROSS: cross_rng, **dict(zip(mono_names, mono_rng.spawn(len(mono_names))))}
 
-    Args:
-        ids: question id of every pair (pairs sharing an id never share a batch).
-        is_mono: whether each pair is monolingual.
-        batch_size: pairs per global batch (the number of in-batch negatives plus one).
-        strategy: ``mono``, ``cross`` or ``hybrid``.
-        mix_ratio: probability of a monolingual batch for ``hybrid``; a float in [0, 1] or ``auto``.
-        seed: with the epoch, fixes every draw: the same (seed, epoch) yields the same batches,
-            which is how a restarted run resumes an epoch: ``start`` (set before iterating) is
-            the number of the epoch's batches already trained, which are drawn and not yielded.
-        rank, world_size: under DDP every rank draws the same global batch and yields its
-            ``batch_size / world_size`` slice, so all ranks share the type and, for a monolingual
-            step, the language, and hold disjoint pairs.
-        languages: the question language of every pair (a monolingual pair's passage shares it);
-            needed when ``mono_batches="per_language"`` draws monolingual batches.
-        mono_batches: ``per_language`` (the paper's X-X: each monolingual batch in one language
-            drawn per step) or ``mixed`` (LAReQA's X-X: languages mixed within a batch).
-        mono_language_weights: ``uniform`` (P(l) = 1/K) or ``proportional`` (P(l) = n_l / sum n).
 
-    Cross-lingual batches mix language pairs (question in X, passage in Y != X, per pair). An
-    epoch has ``(pairs in the pools used) // batch_size`` steps: the pool of the strategy for
-    ``mono``/``cross``, both pools for ``hybrid``; each stream starts a fresh permutation per pass
-    (see the module docstring). Every stream drawn from must hold at least ``batch_size`` distinct
-    question ids (under ``per_language``, every language of the monolingual pool), since the
-    global batch is filled before it is sliced across ranks.
-    """
-
-    def __init__(
-        self,
-        ids: Sequence,
-        is_mono: Sequence[bool],
-        batch_size: int,
-        strategy: Strategy = "hybrid",
-        mix_ratio: float | str = "auto",
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        *,
-        languages: Sequence[str] | None = None,
-        mono_batches: MonoBatches = "per_language",
-        mono_language_weights: LanguageWeights = "uniform",
-    ):
-        super().__init__()
-        check_divisible(batch_size, world_size)
-        check_choice("mono_batches", mono_batches, MONO_BATCHES)
-        check_choice("mono_language_weights", mono_language_weights, LANGUAGE_WEIGHTS)
-        is_mono = np.asarray(is_mono, dtype=bool)
-        self.ids = list(ids)
-        if len(is_mono) != len(self.ids) or (languages is not None and len(languages) != len(self.ids)):
-            raise ValueError(f"ids, is_mono and languages must have one entry per pair: got {len(self.ids)}, "
-                             f"{len(is_mono)} and {'none' if languages is None else len(languages)}")
-        self.mono = np.flatnonzero(is_mono)
-        self.cross = np.flatnonzero(~is_mono)
-        self.batch_size, self.strategy, self.seed, self.epoch, self.start = batch_size, strategy, seed, 0, 0
-        self.rank, self.world_size, self.mono_batches = rank, world_size, mono_batches
-        self.mix_ratio = resolve_mix_ratio(strategy, mix_ratio, len(self.mono), len(self.cross))
-        pools = used_pools(self.mix_ratio)
-        self.streams: dict[str, np.ndarray] = {CROSS: self.cross}
-        self.language_weights: dict[str, float] | None = None
-        if mono_batches == "mixed":
-            self.streams[MONO] = self.mono
-        elif MONO in pools:
-            if languages is None:
-                raise ValueError(
-                    "mono_batches='per_language' needs languages= (the question language of every pair) to "
-                    "draw one language per monolingual batch; mono_batches='mixed' mixes languages instead"
-                )
-            mono_languages = np.asarray(list(languages), dtype=object)[self.mono]
-            sizes = {}
-            for language in sorted(set(mono_languages)):
-                self.streams[mono_stream(language)] = self.mono[mono_languages == language]
-                sizes[language] = len(self.streams[mono_stream(language)])
-            if sizes:  # else the monolingual pool is empty, and refused below
-                self.language_weights = language_weights(sizes, mono_language_weights)
-        for stream in drawn_streams(self.mix_ratio, self.streams):
-            distinct = len({self.ids[i] for i in self.streams.get(stream, ())})
-            if distinct < batch_size:
-                raise ValueError(
-                    f"batch_size={batch_size} exceeds the {distinct} distinct question ids in the "
-                    f"{describe_stream(stream)}: a batch cannot avoid repeating a question id"
-                    + ("" if stream in (MONO, CROSS) else
-                       "; lower batch_size, leave the language out, or use mono_batches='mixed'")
-                )
-        self.steps_per_epoch = sum(len(self.mono if p == MONO else self.cross) for p in pools) // batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size={batch_size} is larger than the training pairs available")
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        type_rng, mono_rng, cross_rng, language_rng = rng.spawn(4)
-        key = self.ids.__getitem__
-        mono_names = [s for s in self.streams if s != CROSS]
-        # One generator per stream, children of mono_rng in sorted order: a language's permutations
-        # do not depend on how often the others are drawn.
-        stream_rngs = {CROSS: cross_rng, **dict(zip(sorted(mono_names), mono_rng.spawn(len(mono_names))))}
-        streams = {
-            name: PoolBatches(lambda r=stream_rngs[name], p=pool: r.permutation(p).tolist(), key, self.batch_size)
-            for name, pool in self.streams.items()
-        }
-        batches = HybridBatches(streams, step_streams(self.mix_ratio, self.language_weights, type_rng, language_rng))
-        for step in range(self.steps_per_epoch):
-            # A skipped batch is still drawn: each batch's pairs depend on what the earlier ones took.
-            batch = batches.next_batch()[1]
-            if step >= self.start:
-                yield rank_slice(batch, self.rank, self.world_size)
+def run_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The streamed layout (module docstring): ``(types, languages)`` of the whole run."""
+    type_rng = np.random.default_rng(seed)
+    return type_rng, type_rng.spawn(1)[0]

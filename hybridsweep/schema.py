@@ -9,18 +9,21 @@ reported with the accepted ones before anything is built.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hybridsweep.evaluation.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
+from hybridsweep.precision import PRECISIONS, accelerator_device, resolve_precision, resolve_trainer_precision
 
 
 class ConfigError(ValueError):
@@ -154,7 +157,7 @@ class TrackingConfig:
 @dataclass
 class ResumeConfig:
     enabled: bool = True
-    """Skip points whose identity has a finished run; resume interrupted ones (hybridsweep.tracking)."""
+    """Skip points whose identity has a finished run; resume interrupted ones (hybridsweep.tracking.claims)."""
     checkpoint_dir: str = "checkpoints"
     """Checkpoints go to ``<checkpoint_dir>/<config hash>/<run id>/``, stable across re-runs."""
     keep_checkpoints: bool = False
@@ -259,6 +262,14 @@ RESOLVERS = {"steps_for_pairs": steps_for_pairs, "sqrt_batch_scaled": sqrt_batch
 steps and learning rate they resolve to, whatever expression produced them."""
 
 
+def compose_train(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` as ``python -m hybridsweep.train`` composes
+    it, without running anything (for commands that must agree with training, e.g. on its store)."""
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
 def register_configs() -> None:
     """Make the schema the base of ``conf/train.yaml`` (its defaults list names ``train_schema``),
     and the :data:`RESOLVERS` available to every config."""
@@ -315,18 +326,28 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return typed
 
 
-def resolve_auto(cfg: DictConfig) -> DictConfig:
+def resolve_auto(cfg: DictConfig, fast_bf16: bool | None = None) -> DictConfig:
     """``trainer.precision: auto`` and ``eval.precision: auto`` made concrete, in place, for the
-    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.evaluation.precision`):
-    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``.
+    device ``trainer.accelerator`` trains and evaluates on (:mod:`hybridsweep.precision`):
+    ``bf16-mixed`` / ``bf16`` where it multiplies bf16 natively, else ``32-true`` / ``fp32``;
+    ``fast_bf16`` resolves as for hardware that does (True) or does not (False) instead of
+    probing this machine.
 
-    The entry points (and :func:`hybridsweep.paper.grid`, which recomputes their identities) call
-    it before a point's identity is computed, so the identity and the logged params hold what
-    ran, and ``auto`` shares its runs with the value it resolves to.
+    The entry points call it before a point's identity is computed, so the identity and the
+    logged params hold what ran, and ``auto`` shares its runs with the value it resolves to.
     Returns ``cfg``.
     """
     device = accelerator_device(cfg.trainer.get("accelerator", "auto"))
     if "precision" in cfg.trainer:
-        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device)
-    cfg.eval.precision = resolve_precision(cfg.eval.precision, device)
+        cfg.trainer.precision = resolve_trainer_precision(cfg.trainer.precision, device, fast_bf16)
+    cfg.eval.precision = resolve_precision(cfg.eval.precision, device, fast_bf16)
     return cfg
+
+
+def auto_resolutions(cfg: DictConfig) -> list[DictConfig]:
+    """Every config ``cfg`` can run as: resolved for this machine (:func:`resolve_auto`) first,
+    then, where it differs, for hardware that resolves ``auto`` the other way. A run of ``cfg``
+    recorded the identity of one of them, whichever machine trained it: reports look for each."""
+    local = resolve_auto(copy.deepcopy(cfg))
+    both = [resolve_auto(copy.deepcopy(cfg), fast_bf16=fast) for fast in (True, False)]
+    return [local, *(resolved for resolved in both if resolved != local)]

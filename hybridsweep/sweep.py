@@ -4,7 +4,7 @@
 experiment (and so, with a SQLite store, its schema) and the parent run, so that parallel jobs
 never race to create them. The parent is identified by a hash of the sweep definition (the
 command's overrides and ``hydra.sweeper.params``): re-running the same command reopens the same
-parent, whose children are then skipped or resumed (see :mod:`hybridsweep.tracking`). Each job
+parent, whose children are then skipped or resumed (see :mod:`hybridsweep.tracking.claims`). Each job
 finds its parent by the sweep directory tag and names it in ``mlflow.parentRunId``, which makes
 it a nested child in the MLflow UI.
 
@@ -32,8 +32,9 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from hybridsweep import tracking  # noqa: E402
 from hybridsweep.point import FAILURE_FILE, MAIN_METRIC  # noqa: E402
+from hybridsweep.sweep_runs import close_parent, find_parent, open_parent, sweep_children  # noqa: E402
+from hybridsweep.tracking.store import tracking_uri  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +133,22 @@ class SweepCallback(Callback):
         definition = sweep_definition(config)
         digest = sweep_hash(definition, config.tracking.experiment)
         name = "sweep " + (",".join(definition["axes"]) or "(no axes)")
-        uri = tracking.tracking_uri(config.tracking.tracking_uri)
-        run_id = tracking.open_parent(uri, config.tracking.experiment, digest, config.hydra.sweep.dir, name, definition)
+        uri = tracking_uri(config.tracking.tracking_uri)
+        run_id = open_parent(uri, config.tracking.experiment, digest, config.hydra.sweep.dir, name, definition)
         log.info("Sweep %s: parent run %s", digest, run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        uri = tracking.tracking_uri(config.tracking.tracking_uri)
-        parent = tracking.find_parent(uri, config.tracking.experiment, config.hydra.sweep.dir)
+        uri = tracking_uri(config.tracking.tracking_uri)
+        parent = find_parent(uri, config.tracking.experiment, config.hydra.sweep.dir)
         failures = _failures(config.hydra.sweep.dir)
         if parent is not None:
             axes = list(sweep_definition(config)["axes"])
-            table = summary_table(tracking.sweep_children(uri, parent), axes)
+            table = summary_table(sweep_children(uri, parent), axes)
             with tempfile.TemporaryDirectory() as tmp:
                 csv = Path(tmp) / "summary.csv"
                 table.to_csv(csv, index=False, float_format="%.6g")
                 figure = summary_figure(table, axes) if not table.empty else None
-                tracking.close_parent(uri, parent, [csv], figure, failed=bool(failures))
+                close_parent(uri, parent, [csv], figure, failed=bool(failures))
                 if figure is not None:
                     plt.close(figure)
         if failures:

@@ -41,7 +41,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hybridsweep.tracking import ROLE_TAG, SWEEP_DIR_TAG, sweep_children
+from hybridsweep.sweep_runs import sweep_children
+from hybridsweep.tracking.store import PARENT_ROLE, ROLE_TAG, SWEEP_DIR_TAG
 
 if TYPE_CHECKING:  # playwright is imported where a browser starts, so that --help and errors need none
     from playwright.sync_api import Page
@@ -97,12 +98,12 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str | None = None) 
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise SystemExit(f"no experiment {experiment!r} in {client.tracking_uri}: run a sweep first (python -m hybridsweep.train -m ...)")
-    parents = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", order_by=["attributes.start_time DESC"])
+    parents = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = '{PARENT_ROLE}'", order_by=["attributes.start_time DESC"])
     if sweep is not None:
         parents = [p for p in parents if sweep in (p.info.run_id, p.info.run_name, p.data.tags.get(SWEEP_DIR_TAG))]
     if not parents:
         wanted = f"--sweep {sweep!r} (a parent's run id, run name or sweep directory)" if sweep else "any"
-        raise SystemExit(f"experiment {experiment!r} has no sweep matching {wanted}: no such run tagged {ROLE_TAG}=parent")
+        raise SystemExit(f"experiment {experiment!r} has no sweep matching {wanted}: no such run tagged {ROLE_TAG}={PARENT_ROLE}")
     children = sweep_children(client.tracking_uri, parents[0].info.run_id)
     if not children:
         raise SystemExit(f"sweep {parents[0].info.run_name!r} ({parents[0].info.run_id}) has no point runs yet")

@@ -2,15 +2,17 @@
 
     python pipelines/sweep_table.py                       # the latest sweep of the experiment
     python pipelines/sweep_table.py --sweep multirun/2026-11-25/20-30-00 --axis batch_size
+    python pipelines/sweep_table.py tracking.tracking_uri=sqlite:///other.db   # the store training used
 
 Writes ``reports/sweep_table.{md,csv}`` and ``reports/sweep_table.png`` (each retrieval setting's
-mAP against the swept axis, the untrained model's as a dashed reference).
+mAP against the swept axis, the untrained model's as a dashed reference where the runs evaluated it,
+``eval.before_training``). The store is the one training writes to: ``conf/tracking`` with the
+overrides given, ``MLFLOW_TRACKING_URI`` winning as in training.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import matplotlib
@@ -20,12 +22,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hybridsweep.reports.runs import sweep_runs  # noqa: E402
+from hybridsweep.reports.runs import location_overrides, store_uri, sweep_runs  # noqa: E402
 from hybridsweep.reports.tables import SETTINGS  # noqa: E402
 
 
 def summary_table(runs: pd.DataFrame, axis: str) -> pd.DataFrame:
-    columns = {f"metrics.{prefix}map_full/{s}": f"{prefix}{s}" for prefix in ("init/", "") for s in SETTINGS}
+    """One row per run: the swept value, each setting's mAP and, where logged, the initial model's (``init/``)."""
+    columns = {f"metrics.{prefix}map_full/{s}": f"{prefix}{s}" for prefix in ("init/", "") for s in SETTINGS
+               if f"metrics.{prefix}map_full/{s}" in runs}
     table = runs[[f"params.{axis}", *columns]].rename(columns={f"params.{axis}": axis, **columns})
     numeric = pd.to_numeric(table[axis], errors="coerce")
     if numeric.notna().all():
@@ -37,7 +41,8 @@ def plot(table: pd.DataFrame, axis: str) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(6, 4))
     for setting, colour in zip(SETTINGS, ("tab:blue", "tab:orange", "tab:green")):
         axes.plot(table[axis], table[setting], "o-", color=colour, label=f"{setting} (trained)")
-        axes.plot(table[axis], table[f"init/{setting}"], "--", color=colour, alpha=0.5, label=f"{setting} (initial)")
+        if f"init/{setting}" in table:
+            axes.plot(table[axis], table[f"init/{setting}"], "--", color=colour, alpha=0.5, label=f"{setting} (initial)")
     if pd.api.types.is_numeric_dtype(table[axis]):
         axes.set_xscale("log", base=2)
     axes.set_xlabel(axis)
@@ -55,8 +60,10 @@ def main() -> None:
     parser.add_argument("--sweep", help="value of the runs' `sweep` tag (default: the latest sweep)")
     parser.add_argument("--axis", default="batch_size", help="swept param on the x axis")
     parser.add_argument("--out", type=Path, default=Path("reports"))
-    args = parser.parse_args()
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides of the training config that locate the store, e.g. tracking.tracking_uri=...")
+    args = parser.parse_intermixed_args()
+    mlflow.set_tracking_uri(store_uri(location_overrides(args.overrides)))
 
     table = summary_table(sweep_runs(args.experiment, args.sweep), args.axis)
     args.out.mkdir(parents=True, exist_ok=True)

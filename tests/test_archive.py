@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY, cli_env
-from hybridsweep import tracking
 from hybridsweep.archive import IMPORTED_TAG, RUNS_FILE, import_runs, read_archive
+from hybridsweep.tracking.store import HASH_TAG, ROLE_TAG
 
 PROFILE = """
 experiment: archive-test
@@ -60,7 +60,7 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
     archive = tmp_path / "reports" / "archive" / "runs"
     exported = read_archive(archive)["runs"]
     # The two points and their initializer's zero-shot run, each with its identity and APs.
-    roles = sorted(r["tags"][tracking.ROLE_TAG] for r in exported)
+    roles = sorted(r["tags"][ROLE_TAG] for r in exported)
     assert roles == ["point", "point", "zero-shot"]
     assert all(r["per_question"] is not None for r in exported)
 
@@ -73,13 +73,13 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
     assert outputs(tmp_path) == built  # byte for byte
     store = MlflowClient(f"sqlite:///{tmp_path / 'second.db'}")
     runs = store.search_runs([store.get_experiment_by_name("archive-test").experiment_id])
-    trained = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) in ("point", "zero-shot")]
+    trained = [r for r in runs if r.data.tags.get(ROLE_TAG) in ("point", "zero-shot")]
     assert len(trained) == 3 and all(IMPORTED_TAG in r.data.tags for r in trained)
     # The imported runs' identities and metrics are the exported ones.
     by_source = {r.data.tags[IMPORTED_TAG]: r for r in trained}
     for record in exported:
         run = by_source[record["run_id"]]
-        assert run.data.tags[tracking.HASH_TAG] == record["tags"][tracking.HASH_TAG]
+        assert run.data.tags[HASH_TAG] == record["tags"][HASH_TAG]
         assert run.data.metrics == {key: max(history, key=lambda m: (m[0], m[1]))[2] for key, history in record["metrics"].items()}
 
     # Importing again adds nothing: the identities are all there.

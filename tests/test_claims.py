@@ -12,13 +12,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import cli_env, run_cli
-from hybridsweep import tracking
+from hybridsweep.tracking.claims import ClaimSettings, Decision, claim_run
+from hybridsweep.tracking.store import CLAIM_TAG, HEARTBEAT_TAG, ROLE_TAG
+from hybridsweep.tracking.tracker import RunTracker
 
-FAST = tracking.ClaimSettings(heartbeat_s=0.5, claim_expiry_s=3.0, claim_settle_s=1.0)
+FAST = ClaimSettings(heartbeat_s=0.5, claim_expiry_s=3.0, claim_settle_s=1.0)
 
 
 def _claim(uri, digest="p1", settings=FAST):
-    return tracking.claim_run(uri, "e", "point", digest, "name", {}, settings)
+    return claim_run(uri, "e", "point", digest, "name", {}, settings)
 
 
 def test_the_decision_follows_the_state_of_the_points_runs(tmp_path):
@@ -44,11 +46,11 @@ def test_a_resumed_run_keeps_the_params_it_logged_first(tmp_path):
     MLflow's refusal to change a param: the first values stay, new keys are added."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _claim(uri)
-    tracking.RunTracker(uri, first.run_id).log_params({"data.corpus.root": "../shared/data", "batch_size": 8})
+    RunTracker(uri, first.run_id).log_params({"data.corpus.root": "../shared/data", "batch_size": 8})
     MlflowClient(uri).set_terminated(first.run_id, "KILLED")
     again = _claim(uri)
     assert again.resumed
-    tracking.RunTracker(uri, again.run_id, resumed=True).log_params(
+    RunTracker(uri, again.run_id, resumed=True).log_params(
         {"data.corpus.root": "/elsewhere/data", "batch_size": 8, "runtime.torch_threads": 2})
     params = MlflowClient(uri).get_run(first.run_id).data.params
     assert params == {"data.corpus.root": "../shared/data", "batch_size": "8", "runtime.torch_threads": "2"}
@@ -59,24 +61,24 @@ def test_a_claim_goes_stale_when_its_heartbeat_stops_or_its_process_is_gone(tmp_
     store = MlflowClient(uri)
     # A claim made on another host: only its heartbeat tells whether it lives.
     run_id = _claim(uri).run_id
-    store.set_tag(run_id, tracking.CLAIM_TAG, "elsewhere:1:token")
+    store.set_tag(run_id, CLAIM_TAG, "elsewhere:1:token")
     assert _claim(uri).state == "busy"
-    store.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{time.time() - FAST.claim_expiry_s - 1:.3f}")
+    store.set_tag(run_id, HEARTBEAT_TAG, f"{time.time() - FAST.claim_expiry_s - 1:.3f}")
     resumed = _claim(uri)
     assert (resumed.state, resumed.run_id, resumed.resumed) == ("claimed", run_id, True)
     # A claim of this host whose process has exited is stale at once, heartbeat or not.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    store.set_tag(run_id, tracking.CLAIM_TAG, f"{__import__('socket').gethostname()}:{dead.stdout.strip()}:token")
-    store.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{time.time():.3f}")
+    store.set_tag(run_id, CLAIM_TAG, f"{__import__('socket').gethostname()}:{dead.stdout.strip()}:token")
+    store.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
     assert _claim(uri).state == "claimed"
 
 
 def test_the_heartbeat_keeps_a_claim_alive_past_its_expiry(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     decision = _claim(uri)
-    tracker = tracking.RunTracker(uri, decision.run_id, heartbeat_s=FAST.heartbeat_s)
+    tracker = RunTracker(uri, decision.run_id, heartbeat_s=FAST.heartbeat_s)
     store = MlflowClient(uri)
-    store.set_tag(decision.run_id, tracking.CLAIM_TAG, "elsewhere:1:token")  # judged by heartbeat alone
+    store.set_tag(decision.run_id, CLAIM_TAG, "elsewhere:1:token")  # judged by heartbeat alone
     time.sleep(FAST.claim_expiry_s + 1.5)
     assert _claim(uri).state == "busy"
     tracker.finish("KILLED")
@@ -89,12 +91,12 @@ def test_racing_claims_on_a_tracking_server_elect_one_process(mlflow_server):
     decisions, start = [], threading.Barrier(4)
     # No heartbeat renews the winner's claim here (a RunTracker would): the expiry is set far
     # beyond the race, so that a loser slowed by a loaded machine cannot find it stale.
-    race = tracking.ClaimSettings(heartbeat_s=FAST.heartbeat_s, claim_expiry_s=120.0, claim_settle_s=FAST.claim_settle_s)
+    race = ClaimSettings(heartbeat_s=FAST.heartbeat_s, claim_expiry_s=120.0, claim_settle_s=FAST.claim_settle_s)
 
     def contend():
         start.wait()
         try:
-            decisions.append(tracking.claim_run(mlflow_server, "race", "point", "shared", "n", {}, race))
+            decisions.append(claim_run(mlflow_server, "race", "point", "shared", "n", {}, race))
         except Exception as error:  # a failure must show in the assertion, not vanish with its thread
             decisions.append(error)
 
@@ -103,7 +105,7 @@ def test_racing_claims_on_a_tracking_server_elect_one_process(mlflow_server):
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(isinstance(d, tracking.Decision) for d in decisions), decisions
+    assert all(isinstance(d, Decision) for d in decisions), decisions
     claimed = [d for d in decisions if d.state == "claimed"]
     assert len(claimed) == 1, decisions
     assert [d.state for d in decisions].count("busy") == 3
@@ -129,13 +131,13 @@ def _trained_once(tmp_path, uri: str, experiment: str) -> None:
     assert all(p.returncode == 0 for p in processes), logs[-4000:]
     store = MlflowClient(uri)
     runs = store.search_runs([store.get_experiment_by_name(experiment).experiment_id])
-    points = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "point"]
+    points = [r for r in runs if r.data.tags.get(ROLE_TAG) == "point"]
     assert sorted(r.data.params["batch_size"] for r in points) == ["16", "4", "8"]
     assert {r.info.status for r in points} == {"FINISHED"}
     # Each point was trained once: one Trainer.fit per point over both invocations.
     assert logs.count("`Trainer.fit` stopped") == 3, logs[-4000:]
     # And the initializer was evaluated once, for all of them.
-    assert len([r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "zero-shot"]) == 1
+    assert len([r for r in runs if r.data.tags.get(ROLE_TAG) == "zero-shot"]) == 1
 
 
 @pytest.mark.slow

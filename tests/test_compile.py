@@ -9,11 +9,11 @@ from mlflow.tracking import MlflowClient
 from torch._dynamo.utils import counters
 
 from conftest import cli_env, run_cli
-from hybridsweep import tracking
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.compile import compile_encoder, compiled, should_compile
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluation.encode import encode_texts, length_sorted_batches, token_counts
+from hybridsweep.evaluation.evaluator import embed, length_sorted_batches
+from hybridsweep.tracking.store import ROLE_TAG
 
 
 @pytest.fixture()
@@ -36,12 +36,12 @@ def test_auto_compiles_on_cuda_only_and_bad_values_name_the_key():
 
 def test_compiling_in_place_keeps_state_dict_keys_and_outputs(encoder, texts):
     keys = list(encoder.state_dict())
-    eager = encode_texts(encoder, texts[:64], "passage", batch_size=16)
+    eager = embed(encoder, texts[:64], "passage", batch_size=16)
     assert compile_encoder(encoder, False) is encoder and not compiled(encoder)
     torch._dynamo.reset()
     compile_encoder(encoder, True, backend="aot_eager")
     assert compiled(encoder) and list(encoder.state_dict()) == keys
-    np.testing.assert_allclose(encode_texts(encoder, texts[:64], "passage", batch_size=16), eager, atol=1e-5)
+    np.testing.assert_allclose(embed(encoder, texts[:64], "passage", batch_size=16), eager, atol=1e-5)
 
 
 @pytest.mark.parametrize("multiple", [8, 16])
@@ -49,15 +49,15 @@ def test_static_shapes_compile_once_per_distinct_padded_batch_shape(encoder, tex
     """With dynamic=False a graph is compiled for every distinct (batch, padded length) shape:
     computed here from the token counts, independently of the compiler."""
     encoder.pad_to_multiple_of = multiple
-    counts = token_counts(encoder, texts, "passage")
+    counts = np.asarray(encoder.text_tokenizer.lengths(texts, "passage"))
     shapes = {(len(b), multiple * math.ceil(counts[b].max() / multiple)) for b in length_sorted_batches(counts, 32)}
     assert 1 < len(shapes) <= torch._dynamo.config.recompile_limit
     torch._dynamo.reset()
     counters.clear()
     compile_encoder(encoder, True, dynamic=False, backend="eager")
-    encode_texts(encoder, texts, "passage", batch_size=32)
+    embed(encoder, texts, "passage", batch_size=32)
     assert counters["stats"]["unique_graphs"] == len(shapes)
-    encode_texts(encoder, texts, "passage", batch_size=32)  # every shape seen: nothing new
+    embed(encoder, texts, "passage", batch_size=32)  # every shape seen: nothing new
     assert counters["stats"]["unique_graphs"] == len(shapes)
 
 
@@ -75,7 +75,7 @@ def test_a_compiled_point_trains_and_evaluates_as_the_eager_one(tmp_path):
     runs = {}
     for setting in ("false", "true"):
         experiment = client.get_experiment_by_name(f"compile-{setting}").experiment_id
-        [runs[setting]] = [r for r in client.search_runs([experiment]) if r.data.tags[tracking.ROLE_TAG] == "point"]
+        [runs[setting]] = [r for r in client.search_runs([experiment]) if r.data.tags[ROLE_TAG] == "point"]
     eager, compiled_run = runs["false"].data, runs["true"].data
     assert eager.params["runtime.compiled"] == "False" and compiled_run.params["runtime.compiled"] == "True"
     assert eager.metrics["time/compile_s"] == 0

@@ -4,6 +4,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from hybridsweep import paper
+from hybridsweep.reports.grid import expand
 from hybridsweep.schema import ConfigError, validate
 from hybridsweep.train import config_dir
 
@@ -65,7 +66,7 @@ def test_every_point_of_every_shipped_paper_profile_composes_and_validates(profi
     points = 0
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         for sweep in profile.sweeps:
-            for point in paper.expand(paper.sweep_overrides(profile, sweep)):
+            for point in expand(paper.sweep_overrides(profile, sweep)):
                 validate(compose("train", overrides=point))
                 points += 1
     assert points >= len(profile.sweeps)

@@ -8,7 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, cli_env, run_cli
-from hybridsweep import tracking
+from hybridsweep.sweep_runs import sweep_children
+from hybridsweep.tracking.store import ROLE_TAG
 
 # No dropout: ranks draw other masks than one process would; everything else is the same math.
 # In fp32: under bf16-mixed (what trainer.precision=auto picks on a bf16 CPU) each rank's half
@@ -26,7 +27,7 @@ def store(tmp_path_factory):
 def _points(client: MlflowClient, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    return [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "point"]
+    return [r for r in runs if r.data.tags.get(ROLE_TAG) == "point"]
 
 
 def _results(run) -> dict[str, float]:
@@ -43,7 +44,7 @@ def test_a_ddp_point_is_one_run_with_the_metrics_of_one_process(store):
     assert "Initializing distributed: GLOBAL_RANK: 1" in ddp.stdout + ddp.stderr
     [one], [two] = _points(client, "single"), _points(client, "ddp")
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
-    assert sorted(r.data.tags[tracking.ROLE_TAG] for r in runs) == ["point", "zero-shot"]
+    assert sorted(r.data.tags[ROLE_TAG] for r in runs) == ["point", "zero-shot"]
     assert two.info.status == "FINISHED" and two.data.params["runtime.world_size"] == "2"
     assert one.data.params["runtime.world_size"] == "1"
     assert _results(two).keys() == _results(one).keys()
@@ -63,8 +64,8 @@ def test_a_ddp_multirun_leaves_one_run_per_point(store):
     assert sorted(r.data.params["batch_size"] for r in points) == ["16", "8"]
     assert {r.info.status for r in points} == {"FINISHED"} and {r.data.params["runtime.world_size"] for r in points} == {"2"}
     [parent] = [r for r in client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
-                if r.data.tags.get(tracking.ROLE_TAG) == "parent"]
-    assert {r.info.run_id for r in tracking.sweep_children(cli_env(path)["MLFLOW_TRACKING_URI"], parent.info.run_id)} == \
+                if r.data.tags.get(ROLE_TAG) == "parent"]
+    assert {r.info.run_id for r in sweep_children(cli_env(path)["MLFLOW_TRACKING_URI"], parent.info.run_id)} == \
         {r.info.run_id for r in points}
     [new] = [r for r in points if r.data.params["batch_size"] == "16"]
     assert new.info.run_name == "bs=16,seed=0"

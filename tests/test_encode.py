@@ -5,7 +5,7 @@ import pytest
 
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluation.encode import length_sorted_batches, token_counts
+from hybridsweep.evaluation.evaluator import length_sorted_batches
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_token_counts_are_the_lengths_of_each_text_tokenized_alone(encoder):
     for role in ("query", "passage"):
         alone = [len(encoder.tokenizer(encoder.prefixes[role] + t, truncation=True, max_length=encoder.max_length)["input_ids"])
                  for t in texts]
-        np.testing.assert_array_equal(token_counts(encoder, texts, role), alone)
+        np.testing.assert_array_equal(encoder.text_tokenizer.lengths(texts, role), alone)
     assert alone[-1] == encoder.max_length
 
 

@@ -1,6 +1,6 @@
 """The exported encoder: sentence-transformers loads it and computes the pipeline's embeddings.
 
-The reference is the pipeline itself (:func:`encode_texts`, which evaluation uses); the exported
+The reference is the pipeline itself (:func:`~hybridsweep.evaluation.evaluator.embed`, the path evaluation takes); the exported
 folder is read by sentence-transformers' own loader, offline. Every variant is covered: mean and
 CLS pooling, a Dense head, no normalisation, truncated layers, a pruned vocabulary (with texts
 whose pieces were pruned), and the MLflow round trip through the export command.
@@ -25,10 +25,10 @@ from conftest import REPO_ROOT
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
 from hybridsweep.encoders.variants import prune_vocabulary, truncate_layers, used_token_ids
-from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.export import MODEL_TYPE, log_model, save_sentence_transformer
+from hybridsweep.evaluation.evaluator import embed
+from hybridsweep.export import MODEL_TYPE, log_model, logged_model, save_sentence_transformer
 from hybridsweep.export import main as export_main
-from hybridsweep.tracking import RunTracker, logged_model
+from hybridsweep.tracking.tracker import RunTracker
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
 
@@ -64,7 +64,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def assert_same_embeddings(loaded, encoder, texts: list[str]) -> None:
     """``loaded`` (a SentenceTransformer) embeds each role's texts as the pipeline does, also
     through sentence-transformers' own query/document entry points."""
-    pipeline = {role: encode_texts(encoder, texts, role) for role in ("query", "passage")}
+    pipeline = {role: embed(encoder, texts, role) for role in ("query", "passage")}
     exported = {
         "query": [loaded.encode(texts, prompt_name="query"), loaded.encode_query(texts)],
         "passage": [loaded.encode(texts, prompt_name="passage"), loaded.encode_document(texts)],

@@ -3,15 +3,22 @@ how much it prints; the code's results version is part of it."""
 
 from __future__ import annotations
 
+import mlflow
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import cli_env, run_cli
-from hybridsweep import RESULTS_VERSION, tracking
-from hybridsweep.evaluation.precision import accelerator_device, resolve_precision, resolve_trainer_precision
+from conftest import TINY, cli_env, run_cli
+from hybridsweep import RESULTS_VERSION
+from hybridsweep.evaluate import evaluate
+from hybridsweep.model import DualEncoderModule
+from hybridsweep.precision import accelerator_device, resolve_precision, resolve_trainer_precision
 from hybridsweep.schema import config_dir, register_configs, resolve_auto
+from hybridsweep.tracking.identity import config_hash, zero_shot_hash
+from hybridsweep.tracking.store import COMMIT_TAG, RESULTS_VERSION_TAG, ROLE_TAG, ZERO_SHOT_RUN_TAG
+from hybridsweep.train import train
 
 REAL = ["data=mlqa_r", "eval=xquad_r"]
 register_configs()
@@ -20,7 +27,7 @@ register_configs()
 def _hash(*overrides: str, version: int = RESULTS_VERSION, zero_shot: bool = False) -> str:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))
-    return tracking.zero_shot_hash(cfg, "retrieval", version) if zero_shot else tracking.config_hash(cfg, version)
+    return zero_shot_hash(cfg, "retrieval", version) if zero_shot else config_hash(cfg, version)
 
 
 def test_locations_speed_and_verbosity_are_not_identity(monkeypatch, tmp_path):
@@ -78,14 +85,14 @@ def test_moving_the_working_directory_and_the_cache_retrains_nothing(tmp_path):
     assert changed.returncode == 0, changed.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("hybridsweep").experiment_id])
-    points = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "point"]
+    points = [r for r in runs if r.data.tags[ROLE_TAG] == "point"]
     assert len(points) == 2 and {r.info.status for r in points} == {"FINISHED"}
-    assert {r.data.tags[tracking.RESULTS_VERSION_TAG] for r in points} == {str(RESULTS_VERSION)}
-    assert all(r.data.tags[tracking.COMMIT_TAG] for r in points)
+    assert {r.data.tags[RESULTS_VERSION_TAG] for r in points} == {str(RESULTS_VERSION)}
+    assert all(r.data.tags[COMMIT_TAG] for r in points)
     # The untrained model was evaluated once and both points carry its metrics as init/.
-    [zero_shot] = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "zero-shot"]
+    [zero_shot] = [r for r in runs if r.data.tags[ROLE_TAG] == "zero-shot"]
     for point in points:
-        assert point.data.tags[tracking.ZERO_SHOT_RUN_TAG] == zero_shot.info.run_id
+        assert point.data.tags[ZERO_SHOT_RUN_TAG] == zero_shot.info.run_id
         assert point.data.metrics["init/map_full/multilingual"] == zero_shot.data.metrics["map_full/multilingual"]
 
 
@@ -97,6 +104,53 @@ def test_auto_precisions_share_the_identity_of_what_they_resolve_to():
         auto = resolve_auto(compose("train", overrides=[*REAL, "trainer.precision=auto", "eval.precision=auto"]))
         explicit = compose("train", overrides=[*REAL, f"trainer.precision={trained}", f"eval.precision={evaluated}"])
     assert (auto.trainer.precision, auto.eval.precision) == (trained, evaluated)
-    assert tracking.config_hash(auto) == tracking.config_hash(explicit)
-    assert tracking.zero_shot_hash(auto, "retrieval") == tracking.zero_shot_hash(explicit, "retrieval")
+    assert config_hash(auto) == config_hash(explicit)
+    assert zero_shot_hash(auto, "retrieval") == zero_shot_hash(explicit, "retrieval")
     assert OmegaConf.to_container(resolve_auto(explicit)) == OmegaConf.to_container(explicit)  # concrete stays
+
+
+def test_matmul_precision_is_part_of_the_zero_shot_identity_away_from_its_default():
+    """TF32 or bf16 products of fp32 matrices change embeddings, so a zero-shot evaluation under
+    another ``matmul_precision`` is another evaluation; at the default the identity stays that of a
+    config without the key, which is what every earlier zero-shot run recorded."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=REAL)
+    identities = {}
+    for value in ("highest", "high", "medium"):
+        cfg.matmul_precision = value
+        identities[value] = zero_shot_hash(cfg, "retrieval")
+    without = OmegaConf.to_container(cfg)
+    del without["matmul_precision"]
+    assert identities["highest"] == zero_shot_hash(OmegaConf.create(without), "retrieval")
+    assert len(set(identities.values())) == 3
+
+
+@pytest.mark.slow
+def test_both_entry_points_apply_matmul_precision_and_share_the_zero_shot_run(isolated_env, monkeypatch):
+    """``python -m hybridsweep.evaluate`` encodes under the configured ``matmul_precision`` as
+    training does, so the zero-shot run it logs is the one a training point of that setting reuses."""
+    seen = []
+    original = DualEncoderModule.predict_step
+
+    def spy(self, batch, batch_idx):
+        seen.append(torch.get_float32_matmul_precision())
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(DualEncoderModule, "predict_step", spy)
+    overrides = [*TINY, "matmul_precision=medium", "trainer.max_epochs=1", "batch_size=8"]
+    try:
+        torch.set_float32_matmul_precision("highest")
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            evaluate(compose("train", overrides=overrides))
+        evaluated, seen[:] = list(seen), []
+        torch.set_float32_matmul_precision("highest")
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            train(compose("train", overrides=overrides))
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert evaluated and set(evaluated) == {"medium"}
+    assert seen and set(seen) == {"medium"}  # the trained weights only: the zero-shot run was reused
+    runs = mlflow.search_runs(experiment_names=["hybridsweep"])
+    [zero_shot] = runs.loc[runs[f"tags.{ROLE_TAG}"] == "zero-shot", "run_id"]
+    [point] = runs.loc[runs[f"tags.{ROLE_TAG}"] == "point", f"tags.{ZERO_SHOT_RUN_TAG}"]
+    assert point == zero_shot

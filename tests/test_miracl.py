@@ -13,9 +13,8 @@ from hybridsweep.data.download import DataUnavailableError
 from hybridsweep.data.miracl import load_miracl
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluation.encode import encode_texts
+from hybridsweep.evaluation.evaluator import embed
 from hybridsweep.evaluation.miracl import MiraclSuite, evaluate_rankings
-from hybridsweep.evaluation.suites import evaluate_suite
 
 TOPICS = {"1": 'Who wrote "Kinjeketile"?', "2": "What is the capital of Kenya?", "3": "How tall is Kilimanjaro?",
           "4": "Unjudged-only query"}
@@ -84,9 +83,10 @@ def test_metrics_agree_with_pytrec_eval_on_graded_qrels():
 def test_suite_end_to_end_agrees_with_pytrec_eval(miracl_root, tmp_path):
     encoder = tiny_bert(generate(5), cache_dir=str(tmp_path / "cache"), num_layers=1, hidden_size=32,
                         num_heads=2, intermediate_size=64, vocab_size=300)
-    result = evaluate_suite(MiraclSuite(["sw"], root=str(miracl_root)), encoder, batch_size=4)
-    query_emb = encode_texts(encoder, list(TOPICS.values()), "query")
-    passage_emb = encode_texts(encoder, [f"{t} {x}" for _, t, x in PASSAGES], "passage")
+    suite = MiraclSuite(["sw"], root=str(miracl_root))
+    result = suite.score({role: embed(encoder, texts, role, 4) for role, texts in suite.texts().items()})
+    query_emb = embed(encoder, list(TOPICS.values()), "query")
+    passage_emb = embed(encoder, [f"{t} {x}" for _, t, x in PASSAGES], "passage")
     qrels = {q: {d: r for qq, d, r in QRELS if qq == q} for q in ("1", "2", "3")}
     run = {q: {d: float(s) for (d, _, _), s in zip(PASSAGES, passage_emb @ query_emb[i])}
            for i, q in enumerate(TOPICS) if q in qrels}

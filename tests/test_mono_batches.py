@@ -16,10 +16,10 @@ import pytest
 from scipy.stats import binom
 
 from hybridsweep.data.parallel_qa import training_pairs
+from hybridsweep.data.sampler import HybridBatchSampler
 from hybridsweep.data.shards import ShardWriter, read_manifest
 from hybridsweep.data.streaming import ResumableLoader, StreamedPairBatches
 from hybridsweep.data.synthetic import generate
-from hybridsweep.sampling import HybridBatchSampler
 
 SIZES = {"en": 120, "de": 60, "ru": 30}
 """Question ids per language of the unequal pool: id i is asked and answered in every language

@@ -7,9 +7,9 @@ from hydra import compose, initialize_config_dir
 
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import has_fast_bf16, resolve_precision, resolve_trainer_precision
+from hybridsweep.evaluation.evaluator import embed
 from hybridsweep.evaluation.retrieval import evaluate_embeddings
+from hybridsweep.precision import has_fast_bf16, resolve_precision, resolve_trainer_precision
 from hybridsweep.schema import ConfigError, validate
 from hybridsweep.train import config_dir
 
@@ -25,7 +25,7 @@ def encoder_and_corpus(tmp_path_factory):
 def test_length_sorted_padded_batches_equal_encoding_each_text_alone(encoder_and_corpus):
     encoder, corpus = encoder_and_corpus
     texts = [c.text for c in corpus.candidates][:40]
-    batched = encode_texts(encoder, texts, "passage", batch_size=16)
+    batched = embed(encoder, texts, "passage", batch_size=16)
     encoder.eval()
     with torch.inference_mode():
         alone = np.stack([encoder(**encoder.tokenize([t], "passage"))[0].numpy() for t in texts])
@@ -37,8 +37,8 @@ def test_bf16_embeddings_and_map_agree_with_fp32(encoder_and_corpus):
     embeddings = {}
     for precision in ("fp32", "bf16"):
         embeddings[precision] = (
-            encode_texts(encoder, [q.text for q in corpus.questions], "query", 64, precision=precision),
-            encode_texts(encoder, [c.text for c in corpus.candidates], "passage", 64, precision=precision),
+            embed(encoder, [q.text for q in corpus.questions], "query", 64, precision=precision),
+            embed(encoder, [c.text for c in corpus.candidates], "passage", 64, precision=precision),
         )
     for side in (0, 1):
         fp32, bf16 = embeddings["fp32"][side], embeddings["bf16"][side]

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from hybridsweep import RESULTS_VERSION
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
+from hybridsweep.reports.grid import expand
 from hybridsweep.reports.stats import Estimate, separated_best
 from hybridsweep.schema import resolve_auto
-from hybridsweep.tracking import HASH_TAG, RESULTS_VERSION_TAG, ROLE_TAG, SWEEP_DIR_TAG, config_hash, zero_shot_hash
+from hybridsweep.tracking.identity import config_hash, zero_shot_hash
+from hybridsweep.tracking.store import HASH_TAG, RESULTS_VERSION_TAG, ROLE_TAG, SWEEP_DIR_TAG
 from hybridsweep.train import config_dir
 
 N_BOOT = 200
@@ -519,7 +523,7 @@ def test_complete_sweep_trains_nothing(isolated_env, monkeypatch):
     paper = _load_paper_module()
     profile = paper.load_profile(_profile(isolated_env))
     overrides = paper.sweep_overrides(profile, "strategies")
-    points = {frozenset(point) for point in paper.expand(overrides)}
+    points = {frozenset(point) for point in expand(overrides)}
     assert len(points) == 6
     assert frozenset({"sampling=hybrid", "seed=1", "trainer.max_epochs=1", "tracking.experiment=paper-test"}) in points
 
@@ -612,9 +616,8 @@ def test_points_trained_by_another_sweep_are_in_the_table(strategy_store, isolat
 def test_grid_points_expand_as_hydra_sweeps():
     """Swept keys give one point per value (ranges too); list values are one value; deletions and
     additions keep their prefix."""
-    paper = _load_paper_module()
-    points = paper.expand(["sampling=mono,hybrid", "data.corpus.languages=[de,en]", "~eval.suites.tatoeba",
-                           "seed=range(0,2)", "+trainer.deterministic=true"])
+    points = expand(["sampling=mono,hybrid", "data.corpus.languages=[de,en]", "~eval.suites.tatoeba",
+                     "seed=range(0,2)", "+trainer.deterministic=true"])
     assert sorted(points) == sorted(
         [f"sampling={s}", "data.corpus.languages=[de,en]", "~eval.suites.tatoeba", f"seed={seed}", "+trainer.deterministic=true"]
         for s in ("mono", "hybrid") for seed in (0, 1)
@@ -705,3 +708,54 @@ def test_a_target_restricted_by_where_is_built_from_those_points_only(strategy_s
         assert run["metrics.map_full/multilingual"] == pytest.approx(value_by_loop(frame, "multilingual"))
     with pytest.raises(SystemExit, match=r"targets.table-typo.where: no run logs the params \['sed'\]"):
         paper.target_runs("test", profile, "table-typo", accept_stale=False)
+
+
+def test_tables_rebuild_on_a_machine_that_resolves_auto_otherwise(strategy_store, isolated_env, monkeypatch):
+    """The store's points were trained where ``trainer.precision: auto`` resolved one way, and
+    their identities hold what ran. On a machine that resolves it the other way (simulated: the
+    bf16 probe answers the opposite), the tables still find every point, and nothing trains."""
+    import hybridsweep.precision as precision
+
+    paper = _load_paper_module()
+    here = precision.has_fast_bf16(torch.device("cpu"))
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device: not here)
+    launched = []
+    monkeypatch.setattr(paper, "run_sweep", lambda *arguments: launched.append(arguments))
+    paper.grid.cache_clear()  # identities are computed as the other machine resolves them
+    try:
+        paper.main(["table-xquad", "--profile", _profile(isolated_env), "--out", str(isolated_env / "reports")])
+    finally:
+        paper.grid.cache_clear()
+    assert launched == []
+    table = pd.read_csv(isolated_env / "reports" / "test" / "table_xquad.csv")
+    multilingual = table[table["column"] == "multilingual"].set_index("training")
+    assert sorted(multilingual.index) == sorted(LABELS.values())
+    assert (multilingual["n_runs"] == 2).all()
+    for strategy, label in LABELS.items():
+        expected = np.mean([value_by_loop(strategy_store[strategy, seed], "multilingual") for seed in (0, 1)])
+        assert multilingual.loc[label, "mean"] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("where", ["profile", "command line"])
+def test_paper_reads_the_store_its_training_writes_to(strategy_store, isolated_env, monkeypatch, where):
+    """A store named by ``tracking.tracking_uri`` in the profile's ``common`` overrides, or on the
+    command line, is the one the tables are read from (and every sweep trains into), as it is
+    for training: not ``./mlflow.db`` of the working directory."""
+    store = f"sqlite:///{isolated_env / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    elsewhere = isolated_env / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    paper = _load_paper_module()
+    common = f"[trainer.max_epochs=1{', tracking.tracking_uri=' + store if where == 'profile' else ''}]"
+    text = Path(_profile(isolated_env)).read_text().replace("common: [trainer.max_epochs=1]", f"common: {common}")
+    profile = isolated_env / "located.yaml"
+    profile.write_text(text)
+    launched = []
+    monkeypatch.setattr(paper, "run_sweep", lambda *arguments: launched.append(arguments))
+    arguments = ["table-xquad", "--profile", str(profile), "--out", str(elsewhere / "reports")]
+    paper.main(arguments + ([f"tracking.tracking_uri={store}"] if where == "command line" else []))
+    assert launched == []
+    table = pd.read_csv(elsewhere / "reports" / "located" / "table_xquad.csv")
+    assert (table[table["column"] == "multilingual"]["n_runs"] == 2).all()
+    assert not (elsewhere / "mlflow.db").exists()

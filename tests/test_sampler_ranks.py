@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hybridsweep.data.sampler import HybridBatchSampler
 from hybridsweep.data.shards import write_shards
 from hybridsweep.data.streaming import ResumableLoader, StreamedPairBatches
-from hybridsweep.sampling import HybridBatchSampler
 
 LANGUAGES = ["en", "de", "ru"]
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from hybridsweep.sampling import HybridBatchSampler
+from hybridsweep.data.sampler import HybridBatchSampler
 
 
 def _pool(n_ids: int = 60, langs: int = 4):

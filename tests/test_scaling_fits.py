@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import least_squares
 
+from hybridsweep.reports.extrapolation import check_extrapolation
 from hybridsweep.reports.fits import (
     CHECKED,
     FITTED,
@@ -17,7 +18,6 @@ from hybridsweep.reports.fits import (
     MIN_IDENTIFIABLE_RATE,
     FitSettings,
     _solve,
-    check_extrapolation,
     fit_law,
 )
 from hybridsweep.reports.stats import RunSample, bootstrap_replicates

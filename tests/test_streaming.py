@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hybridsweep.data.datamodule import EpochResumableLoader
+from hybridsweep.data.sampler import HybridBatchSampler
 from hybridsweep.data.shards import read_manifest, write_shards
 from hybridsweep.data.streaming import ResumableLoader, StreamedPairBatches, select_shards
-from hybridsweep.sampling import HybridBatchSampler
 
 SEED, BATCH = 7, 24
 

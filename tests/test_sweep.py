@@ -11,16 +11,18 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, cli_env, run_cli
-from hybridsweep import tracking
 from hybridsweep.point import run_name
+from hybridsweep.tracking.claims import ClaimSettings, claim_run
+from hybridsweep.tracking.store import AXES_TAG, ROLE_TAG
+from hybridsweep.tracking.tracker import RunTracker
 
-SETTINGS = tracking.ClaimSettings()
+SETTINGS = ClaimSettings()
 
 
 def _runs(client: MlflowClient, experiment: str, role: str | None = "point") -> list:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    return [r for r in runs if role is None or r.data.tags.get(tracking.ROLE_TAG) == role]
+    return [r for r in runs if role is None or r.data.tags.get(ROLE_TAG) == role]
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -47,10 +49,10 @@ def test_run_name_holds_the_swept_keys_and_the_seed():
     assert len(cut) == 250 and cut.endswith("...,seed=3") and cut.startswith("model.layer_0.size=0,model.layer_1.size=1,")
 
 
-def _claimed_tracker(tmp_path: Path, resumed_from: str | None = None) -> tracking.RunTracker:
+def _claimed_tracker(tmp_path: Path, resumed_from: str | None = None) -> RunTracker:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    decision = tracking.claim_run(uri, "e", "point", "abc", "point", {}, SETTINGS)
-    return tracking.RunTracker(uri, decision.run_id, resumed=decision.resumed)
+    decision = claim_run(uri, "e", "point", "abc", "point", {}, SETTINGS)
+    return RunTracker(uri, decision.run_id, resumed=decision.resumed)
 
 
 def test_resumed_tracker_drops_steps_the_run_already_holds(tmp_path):
@@ -124,7 +126,7 @@ def test_failing_point_is_isolated_and_finished_points_are_skipped(tmp_path):
     assert len(finished) == 1 and len(failed) == 1
     # Only the swept key and the seed name a run; the sweep's axes are a tag of each point.
     assert finished[0].info.run_name == "bs=8,seed=0"
-    assert json.loads(finished[0].data.tags[tracking.AXES_TAG]) == {"batch_size": "8"}
+    assert json.loads(finished[0].data.tags[AXES_TAG]) == {"batch_size": "8"}
     traceback_text = client.download_artifacts(failed[0].info.run_id, "traceback.txt", str(tmp_path))
     assert "ValueError: batch_size=100 exceeds" in Path(traceback_text).read_text()
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv", "summary.png", "sweep.yaml"}

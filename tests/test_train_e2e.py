@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, cli_env, run_cli
-from hybridsweep import tracking
-from hybridsweep.evaluation.precision import resolve_precision, resolve_trainer_precision
+from hybridsweep.precision import resolve_precision, resolve_trainer_precision
+from hybridsweep.tracking.store import ROLE_TAG, ZERO_SHOT_RUN_TAG
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_two_point_multirun_is_logged_side_by_side(tmp_path):
 
     mlflow.set_tracking_uri(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     everything = mlflow.search_runs(experiment_names=["hybridsweep"])
-    role = everything[f"tags.{tracking.ROLE_TAG}"]
+    role = everything[f"tags.{ROLE_TAG}"]
     parents, runs, zero_shot = (everything[role == r] for r in ("parent", "point", "zero-shot"))
     assert len(parents) == 1 and len(runs) == 2 and len(zero_shot) == 1 and len(everything) == 4
     assert set(runs["tags.mlflow.parentRunId"]) == set(parents["run_id"])
@@ -35,7 +35,7 @@ def test_two_point_multirun_is_logged_side_by_side(tmp_path):
         assert values.between(0, 1).all() and values.notna().all()
         # The untrained model was evaluated once; every point carries that evaluation as init/.
         assert (runs[f"metrics.init/map_full/{setting}"] == zero_shot[f"metrics.map_full/{setting}"].iloc[0]).all()
-    assert (runs[f"tags.{tracking.ZERO_SHOT_RUN_TAG}"] == zero_shot["run_id"].iloc[0]).all()
+    assert (runs[f"tags.{ZERO_SHOT_RUN_TAG}"] == zero_shot["run_id"].iloc[0]).all()
     assert runs["metrics.train/loss"].notna().all() and runs["metrics.val/loss"].notna().all()
     # What training processed: pairs are steps x batch size.
     steps = runs["params.sampling.steps_per_epoch"].astype(int)
@@ -79,7 +79,7 @@ def test_two_point_multirun_is_logged_side_by_side(tmp_path):
     other = run_cli(tmp_path, "model.num_layers=1", entry="hybridsweep.evaluate")
     assert other.returncode == 0, other.stderr[-3000:]
     everything = mlflow.search_runs(experiment_names=["hybridsweep"])
-    zero_shot = everything[everything[f"tags.{tracking.ROLE_TAG}"] == "zero-shot"]
+    zero_shot = everything[everything[f"tags.{ROLE_TAG}"] == "zero-shot"]
     assert len(zero_shot) == 2 and set(zero_shot["status"]) == {"FINISHED"}
     fresh = zero_shot[zero_shot["params.model.num_layers"] == "1"]
     assert fresh["metrics.map_full/multilingual"].between(0, 1).all()
@@ -107,8 +107,8 @@ def test_auto_precision_is_logged_and_identified_as_the_value_it_resolves_to(tmp
 
     client = mlflow.MlflowClient(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("hybridsweep").experiment_id])
-    [run] = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "point"]
-    [zero_shot] = [r for r in runs if r.data.tags[tracking.ROLE_TAG] == "zero-shot"]
+    [run] = [r for r in runs if r.data.tags[ROLE_TAG] == "point"]
+    [zero_shot] = [r for r in runs if r.data.tags[ROLE_TAG] == "zero-shot"]
     assert run.data.params["trainer.precision"] == trained and run.data.params["eval.precision"] == evaluated
     assert zero_shot.data.params["eval.precision"] == evaluated
     assert "auto" not in (run.data.params["trainer.precision"], zero_shot.data.params["eval.precision"])
@@ -122,7 +122,7 @@ def test_compute_totals_cover_all_training_when_an_earlier_checkpoint_is_evaluat
     assert done.returncode == 0, done.stderr[-3000:]
     mlflow.set_tracking_uri(cli_env(tmp_path)["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["hybridsweep"])
-    point = runs[runs[f"tags.{tracking.ROLE_TAG}"] == "point"].iloc[0]
+    point = runs[runs[f"tags.{ROLE_TAG}"] == "point"].iloc[0]
     steps_per_epoch, epochs = int(point["params.sampling.steps_per_epoch"]), int(point["params.trainer.max_epochs"])
     assert epochs == 2 and point["metrics.step_best"] == steps_per_epoch  # the first epoch's checkpoint was kept
     assert point["metrics.compute/steps"] == epochs * steps_per_epoch

@@ -1,5 +1,7 @@
-"""The Lightning data module: training pairs of a corpus, batched by the hybrid sampler, and the
-fixed validation batches of the question ids held out of training."""
+"""The Lightning data modules' common ground and the in-memory module: training pairs of a corpus,
+batched by the hybrid sampler, and the fixed validation batches of the question ids held out of
+training. The streamed module (:mod:`hybridsweep.data.streaming`) shares the base,
+:class:`TrainingPairsModule`."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from torch.utils.data import DataLoader
 
 from hybridsweep.callbacks import loader_generator
 from hybridsweep.data.parallel_qa import ParallelQA, split_question_ids, training_pairs
+from hybridsweep.data.sampler import HybridBatchSampler
 from hybridsweep.model import TextTokenizer
-from hybridsweep.sampling import HybridBatchSampler, check_divisible, rank_slice
+from hybridsweep.sampling import CROSS, MONO, SamplingRule, check_divisible, rank_slice
 
 VALIDATION_SAMPLING = {"strategy": "hybrid", "mix_ratio": 0.5, "mono_batches": "per_language",
                        "mono_language_weights": "uniform"}
@@ -135,7 +138,47 @@ class ResumableTrainingData(L.LightningDataModule):
         self.restored_position = state_dict.get("training_position")
 
 
-class PairDataModule(ResumableTrainingData):
+class TrainingPairsModule(ResumableTrainingData):
+    """What the in-memory and the streamed data modules share: the validation batches of the
+    question ids held out of training (the first ``validation`` of ``corpus``'s ids in the fixed
+    shuffle of :func:`split_question_ids`, the same at every data scale), the params that describe
+    the training data (:attr:`stats`), and each rank's slice of the validation batches.
+
+    A subclass sets :attr:`rule` (its sampler's :class:`~hybridsweep.sampling.SamplingRule`) and
+    :attr:`question_ids` (how many question ids it trains on), and builds the training loader.
+    """
+
+    rule: SamplingRule
+    question_ids: int
+
+    def __init__(self, corpus: ParallelQA, tokenizer: TextTokenizer, subset_seed: int, validation: float,
+                 validation_batch_size: int, num_workers: int):
+        super().__init__()
+        self.num_workers = num_workers
+        _, validation_ids = split_question_ids(corpus.question_ids, 1.0, subset_seed, validation)
+        self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
+                           if validation_ids else None)
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {
+            "data.pairs_mono": self.rule.pool_sizes[MONO],
+            "data.pairs_cross": self.rule.pool_sizes[CROSS],
+            "data.question_ids": self.question_ids,
+            "data.validation_pairs": len(self.validation.pairs) if self.validation else 0,
+            "sampling.mix_ratio_effective": self.rule.mix_ratio,
+            "sampling.steps_per_epoch": self.rule.steps_per_epoch,
+        }
+
+    def rank(self) -> tuple[int, int]:
+        """(global rank, world size) of the Trainer this module serves; (0, 1) without one."""
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self.validation.loader(*self.rank()) if self.validation else []
+
+
+class PairDataModule(TrainingPairsModule):
     """Serves the (question, passage) pairs of the training question ids of a corpus.
 
     The question ids are split once (:func:`split_question_ids` with ``subset_seed``): the first
@@ -156,36 +199,16 @@ class PairDataModule(ResumableTrainingData):
         validation_batch_size: int = 32,
         num_workers: int = 0,
     ):
-        super().__init__()
-        train_ids, validation_ids = split_question_ids(corpus.question_ids, scale, subset_seed, validation)
+        super().__init__(corpus, tokenizer, subset_seed, validation, validation_batch_size, num_workers)
+        train_ids, _ = split_question_ids(corpus.question_ids, scale, subset_seed, validation)
         self.pairs = training_pairs(corpus.select_ids(set(train_ids)))
         self.collator = PairCollator(tokenizer)
-        self.num_workers = num_workers
         self.sampler = HybridBatchSampler(self.pairs["qid"], self.pairs["is_mono"], batch_size, seed=seed,
                                           languages=self.pairs["q_lang"], **sampler_options(sampling))
-        self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
-                           if validation_ids else None)
-
-    @property
-    def stats(self) -> dict[str, float]:
-        n_mono = len(self.sampler.mono)
-        return {
-            "data.pairs_mono": n_mono,
-            "data.pairs_cross": len(self.pairs) - n_mono,
-            "data.question_ids": len(set(self.pairs["qid"])),
-            "data.validation_pairs": len(self.validation.pairs) if self.validation else 0,
-            "sampling.mix_ratio_effective": self.sampler.mix_ratio,
-            "sampling.steps_per_epoch": len(self.sampler),
-        }
-
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        self.rule, self.question_ids = self.sampler.rule, len(set(self.pairs["qid"]))
 
     def train_dataloader(self) -> DataLoader:
         # Every rank draws the global batch and takes its slice (use_distributed_sampler=False).
-        self.sampler.rank, self.sampler.world_size = self._rank()
+        self.sampler.rank, self.sampler.world_size = self.rank()
         check_divisible(self.sampler.batch_size, self.sampler.world_size)
         return self.resumable(EpochResumableLoader(self.pairs, self.sampler, self.collator, self.num_workers))
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self.validation.loader(*self._rank()) if self.validation else []

@@ -1,9 +1,10 @@
 """Streamed training pairs: sharded Parquet read through ``datasets`` streaming, resumable.
 
-The batch logic is the in-memory sampler's (:class:`PoolBatches` per stream, :class:`HybridBatches`
-and :func:`step_streams` for the stream of each step, see :mod:`hybridsweep.sampling`); only the
-pass order differs: a streamed stream is read in stored order (the shard writer shuffled it
-once), pass after pass, holding one read chunk and the deferred pairs, never the pool, so memory
+The batch logic is the in-memory sampler's (:class:`SamplingRule` for the checks, the mixing
+ratio and the language weights, :class:`PoolBatches` per stream, :class:`HybridBatches` and the
+step plan, see :mod:`hybridsweep.sampling`); only the pass order and the random layout differ
+(that module's docstring says how and why): a streamed stream is read in stored order (the shard
+writer shuffled it once), pass after pass, holding one read chunk and the deferred pairs, never the pool, so memory
 does not grow with the data. Under ``mono_batches="per_language"`` each language's stream reads
 the monolingual shards and keeps the rows of its question language (``q_lang``), so a
 monolingual batch is in one language while the shards stay shared by all languages.
@@ -41,30 +42,21 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hybridsweep.callbacks import loader_generator
-from hybridsweep.data.datamodule import PairCollator, ResumableTrainingData, ValidationBatches, sampler_options
-from hybridsweep.data.parallel_qa import ParallelQA, scale_count, split_question_ids
+from hybridsweep.data.datamodule import PairCollator, TrainingPairsModule, sampler_options
+from hybridsweep.data.parallel_qa import ParallelQA, scale_count
 from hybridsweep.data.shards import POOLS, pair_counts, read_manifest, shard_path
 from hybridsweep.model import TextTokenizer
 from hybridsweep.sampling import (
     CROSS,
-    LANGUAGE_WEIGHTS,
-    MONO,
-    MONO_BATCHES,
     HybridBatches,
     LanguageWeights,
     MonoBatches,
     PoolBatches,
+    SamplingRule,
     Strategy,
-    check_choice,
-    check_divisible,
     describe_stream,
-    drawn_streams,
-    language_weights,
-    mono_stream,
-    resolve_mix_ratio,
-    step_streams,
+    run_generators,
     stream_parts,
-    used_pools,
 )
 
 READ_CHUNK = 1024
@@ -176,36 +168,34 @@ class StreamedPairBatches(IterableDataset):
         mono_language_weights: LanguageWeights = "uniform",
     ):
         super().__init__()
-        check_divisible(batch_size, world_size)
-        check_choice("mono_batches", mono_batches, MONO_BATCHES)
-        check_choice("mono_language_weights", mono_language_weights, LANGUAGE_WEIGHTS)
         self.collate, self.batch_size, self.seed = collate, batch_size, seed
         self.rank, self.world_size, self.mono_batches = rank, world_size, mono_batches
         self.n_ids, self.shards = select_shards(root, scale)
         self.rows = {pool: sum(s["rows"] for s in self.shards[pool]) for pool in POOLS}
-        self.mix_ratio = resolve_mix_ratio(strategy, mix_ratio, self.rows["mono"], self.rows["cross"])
-        self.steps_per_epoch = sum(self.rows[p] for p in used_pools(self.mix_ratio)) // batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size={batch_size} is larger than the {sum(self.rows.values())} streamed pairs")
-        # The streams a lane holds, by name (see hybridsweep.sampling.step_streams).
-        self.streams = [CROSS]
-        self.language_weights: dict[str, float] | None = None
-        if mono_batches == "mixed":
-            self.streams.append(MONO)
-        else:
-            sizes: dict[str, int] = {}
-            for shard in self.shards["mono"]:
-                for language, counts in shard["languages"].items():
-                    sizes[language] = sizes.get(language, 0) + counts["rows"]
-            sizes = {language: rows for language, rows in sizes.items() if rows}
-            self.streams += [mono_stream(language) for language in sorted(sizes)]
-            if sizes:
-                self.language_weights = language_weights(sizes, mono_language_weights)
+        sizes: dict[str, int] = {}
+        for shard in self.shards["mono"]:
+            for language, counts in shard["languages"].items():
+                sizes[language] = sizes.get(language, 0) + counts["rows"]
+        self.rule = SamplingRule.build(batch_size, world_size, strategy, mix_ratio, mono_batches, mono_language_weights,
+                                       self.rows, sizes)
         self.check_lanes(workers=1)
         self.start: dict = {"step": 0, "lanes": {}}
 
+    @property
+    def mix_ratio(self) -> float:
+        return self.rule.mix_ratio
+
+    @property
+    def language_weights(self) -> dict[str, float] | None:
+        return self.rule.language_weights
+
     def __len__(self) -> int:
-        return self.steps_per_epoch
+        return self.rule.steps_per_epoch
+
+    def lane_ids(self, stream: str, lanes: int) -> list[int]:
+        """Distinct question ids of ``stream`` in the shards of each of ``lanes`` reader lanes."""
+        pool, language = stream_parts(stream)
+        return [distinct_ids(self.shards[pool][lane::lanes], language) for lane in range(lanes)]
 
     def check_lanes(self, workers: int) -> None:
         """Refuse reader lanes that cannot fill their share of a batch without repeating an id.
@@ -216,30 +206,28 @@ class StreamedPairBatches(IterableDataset):
         that many distinct question ids in every lane's shards (ids never span shards).
         """
         lanes, share = self.world_size * workers, self.batch_size // self.world_size
-        for stream in drawn_streams(self.mix_ratio, self.streams):
-            pool, language = stream_parts(stream)
-            shards = self.shards[pool]
-            per_lane = [distinct_ids(shards[lane::lanes], language) for lane in range(lanes)]
-            lane = int(np.argmin(per_lane))
-            if per_lane[lane] < share:
-                raise ValueError(
-                    f"batch_size={self.batch_size} ({share} pairs per rank over {self.world_size} ranks) exceeds the "
-                    f"{per_lane[lane]} distinct question ids that reader lane {lane} holds in the "
-                    f"{describe_stream(stream)} at this data.scale: {self.world_size} ranks x {workers} dataloader "
-                    f"workers = {lanes} reader lanes split the pool's {len(shards)} shards, and each lane fills its "
-                    f"rank's share of a batch from its own shards, so it cannot avoid repeating a question id; "
-                    f"lower batch_size or the readers (ranks, data.num_workers), raise data.scale, or write shards "
-                    f"with more question ids each"
-                    + ("; or use mono_batches='mixed'" if language is not None else "")
-                )
+
+        def refusal(stream: str, fewest: int) -> str:
+            lane = self.lane_ids(stream, lanes).index(fewest)
+            return (
+                f"batch_size={self.batch_size} ({share} pairs per rank over {self.world_size} ranks) exceeds the "
+                f"{fewest} distinct question ids that reader lane {lane} holds in the "
+                f"{describe_stream(stream)} at this data.scale: {self.world_size} ranks x {workers} dataloader "
+                f"workers = {lanes} reader lanes split the pool's {len(self.shards[stream_parts(stream)[0]])} shards, "
+                f"and each lane fills its rank's share of a batch from its own shards, so it cannot avoid repeating a "
+                f"question id; lower batch_size or the readers (ranks, data.num_workers), raise data.scale, or write "
+                f"shards with more question ids each"
+                + ("; or use mono_batches='mixed'" if stream_parts(stream)[1] is not None else "")
+            )
+
+        self.rule.check(share, lambda stream: min(self.lane_ids(stream, lanes)), refusal)
 
     def lane_files(self, pool: str, lane: int, lanes: int) -> list[str]:
         return [s["path"] for s in self.shards[pool]][lane::lanes]
 
     def plan(self, start: int, stride: int) -> Iterator[str]:
         """The streams of steps ``start, start + stride, ...``: the same in every rank and lane."""
-        type_rng = np.random.default_rng(self.seed)
-        return step_streams(self.mix_ratio, self.language_weights, type_rng, type_rng.spawn(1)[0], start, stride)
+        return self.rule.plan(*run_generators(self.seed), start, stride)
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
@@ -255,13 +243,13 @@ class StreamedPairBatches(IterableDataset):
                              f"resume with the same, not {self.mono_batches!r}")
         self.check_lanes(workers)
         first = self.start["step"]
-        end = (first // self.steps_per_epoch + 1) * self.steps_per_epoch
+        end = (first // len(self) + 1) * len(self)
         # The worker that serves step `first` is worker 0 (the loader asks workers in turn).
         lane = (first + worker_id) % workers
         global_lane, lanes = self.rank * workers + lane, self.world_size * workers
         saved = self.start["lanes"].get(str(lane), {})
         pools, streams, share = {}, {}, self.batch_size // self.world_size
-        for name in self.streams:
+        for name in self.rule.streams:
             pool, language = stream_parts(name)
             state = saved.get(name, {})
             files = self.lane_files(pool, global_lane, lanes)
@@ -275,7 +263,7 @@ class StreamedPairBatches(IterableDataset):
             batch["position"] = {
                 "step": step + 1, "readers": readers, "mono_batches": self.mono_batches, "lane": str(lane),
                 "state": {n: {"position": copy.deepcopy(pools[n].position), "deferred": list(streams[n].deferred)}
-                          for n in self.streams},
+                          for n in self.rule.streams},
             }
             yield batch
 
@@ -311,12 +299,11 @@ class ResumableLoader(DataLoader):
         self.position = copy.deepcopy(state_dict)
 
 
-class StreamingDataModule(ResumableTrainingData):
+class StreamingDataModule(TrainingPairsModule):
     """Serves the training pairs of a shard directory (``data.shards``) to each rank, streamed.
 
     ``corpus`` (a small in-memory corpus, which also trains the tokenizer) provides the
-    validation batches: its first ``validation`` question ids, as :class:`PairDataModule` holds
-    them out; the shards are never validated on.
+    validation batches (:class:`TrainingPairsModule`); the shards are never validated on.
     """
 
     def __init__(
@@ -333,34 +320,14 @@ class StreamingDataModule(ResumableTrainingData):
         validation_batch_size: int = 32,
         num_workers: int = 0,
     ):
-        super().__init__()
+        super().__init__(corpus, tokenizer, subset_seed, validation, validation_batch_size, num_workers)
         self.arguments = dict(root=shards, collate=PairCollator(tokenizer), batch_size=batch_size,
                               scale=scale, seed=seed, **sampler_options(sampling))
-        self.num_workers = num_workers
         self.batches = StreamedPairBatches(**self.arguments)
-        _, validation_ids = split_question_ids(corpus.question_ids, 1.0, subset_seed, validation)
-        self.validation = (ValidationBatches(corpus, validation_ids, validation_batch_size, tokenizer)
-                           if validation_ids else None)
-
-    @property
-    def stats(self) -> dict[str, float]:
-        return {
-            "data.pairs_mono": self.batches.rows["mono"],
-            "data.pairs_cross": self.batches.rows["cross"],
-            "data.question_ids": self.batches.n_ids,
-            "data.validation_pairs": len(self.validation.pairs) if self.validation else 0,
-            "sampling.mix_ratio_effective": self.batches.mix_ratio,
-            "sampling.steps_per_epoch": len(self.batches),
-        }
+        self.rule, self.question_ids = self.batches.rule, self.batches.n_ids
 
     def train_dataloader(self) -> ResumableLoader:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            self.batches = StreamedPairBatches(
-                **self.arguments, rank=self.trainer.global_rank, world_size=self.trainer.world_size
-            )
+        rank, world_size = self.rank()
+        if world_size > 1:
+            self.batches = StreamedPairBatches(**self.arguments, rank=rank, world_size=world_size)
         return self.resumable(ResumableLoader(self.batches, self.num_workers))
-
-    def val_dataloader(self):
-        if self.validation is None:
-            return []
-        return self.validation.loader(*((self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)))

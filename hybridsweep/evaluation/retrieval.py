@@ -25,11 +25,8 @@ import pandas as pd
 
 from hybridsweep.data.parallel_qa import ParallelQA
 from hybridsweep.evaluation.bias import rank_distance, same_language_rank_gap, same_language_share
-from hybridsweep.evaluation.encode import encode_texts
 from hybridsweep.evaluation.metrics import block_ranks, grouped_average_precisions, pad_rows
-from hybridsweep.evaluation.precision import Precision
 from hybridsweep.evaluation.suites import SuiteResult
-from hybridsweep.model import TextEncoder
 
 _QUERY_CHUNK = 256
 PER_QUESTION_ARTIFACT = "per_question_ap.csv.gz"
@@ -168,13 +165,3 @@ class LareqaSuite:
     def score(self, embeddings: dict[str, np.ndarray]) -> SuiteResult:
         result = evaluate_embeddings(self.corpus, embeddings["query"], embeddings["passage"], self.top_k)
         return SuiteResult(result.metrics, {"map_full_pairs": result.pair_map}, {PER_QUESTION_ARTIFACT: result.per_question})
-
-
-def evaluate_encoder(
-    encoder: TextEncoder, corpus: ParallelQA, batch_size: int = 64, top_k: int = 20, precision: Precision = "fp32"
-) -> RetrievalResult:
-    """Encode a corpus's questions and candidates once where the encoder sits (no Trainer), then
-    evaluate every setting."""
-    question_emb = encode_texts(encoder, [q.text for q in corpus.questions], "query", batch_size, precision=precision)
-    candidate_emb = encode_texts(encoder, [c.text for c in corpus.candidates], "passage", batch_size, precision=precision)
-    return evaluate_embeddings(corpus, question_emb, candidate_emb, top_k)

@@ -2,9 +2,8 @@
 
 A suite names the texts it needs encoded, per role (:meth:`EvalSuite.texts`), and scores their
 embeddings (:meth:`EvalSuite.score`), rows in the order it named them. Encoding is not the
-suite's business: in a run, :class:`hybridsweep.evaluation.evaluator.Evaluator` encodes the texts
-of every suite in one ``trainer.predict`` on the Trainer's devices; without a Trainer,
-:func:`evaluate_suite` encodes them with :func:`encode_texts`. Every suite logs its metrics under
+suite's business: :class:`hybridsweep.evaluation.evaluator.Evaluator` encodes the texts of every
+suite in one ``trainer.predict`` on the Trainer's devices. Every suite logs its metrics under
 its ``prefix`` (the LAReQA suite under none: ``map_full/multilingual``; Tatoeba under
 ``tatoeba/``) and its tables under the folder of that prefix.
 """
@@ -17,9 +16,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from hybridsweep.evaluation.encode import encode_texts
-from hybridsweep.evaluation.precision import Precision
-from hybridsweep.model import Role, TextEncoder
+from hybridsweep.model import Role
 
 
 @dataclass
@@ -41,10 +38,3 @@ class EvalSuite(Protocol):
 
     def score(self, embeddings: dict[Role, np.ndarray]) -> SuiteResult:
         """The suite's results from the L2-normalised embeddings of :meth:`texts`, row for row."""
-
-
-def evaluate_suite(suite: EvalSuite, encoder: TextEncoder, batch_size: int = 256, precision: Precision = "fp32") -> SuiteResult:
-    """Encode a suite's texts with ``encoder`` where it sits (no Trainer) and score them."""
-    embeddings = {role: encode_texts(encoder, texts, role, batch_size, precision=precision)
-                  for role, texts in suite.texts().items()}
-    return suite.score(embeddings)

@@ -1,4 +1,4 @@
-"""Scaling laws fitted with bootstrap refits, and the check of an extrapolation.
+"""Scaling laws fitted with bootstrap refits (their extrapolation check: :mod:`hybridsweep.reports.extrapolation`).
 
 **Law.** An additive saturating power law in ``K`` axes (``K = 1``: one size; ``K = 2``: data
 size and batch size)::
@@ -33,18 +33,12 @@ resampling spread (one run per point and no per-question data, e.g. a per-run lo
 replicates are built from the fit's residuals instead: ``y*_b = y_hat + e*_b`` with ``e*_b``
 drawn with replacement from the centred residuals scaled by ``sqrt(n / (n - p))``
 (``resampling = "residuals"``).
-
-**Extrapolation check.** The points at the largest level of one axis are held out; the law is
-fitted to the rest and predicts them. The forecast interval of a held-out point adds its own
-measurement noise to the refits' predictions, ``pred_b + (y_held - y*_held,b)``, so the measured
-mean lies inside it unless the law, not the noise, misses it (equivalently: the percentile
-interval of ``y*_held,b - pred_b`` contains 0).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -260,7 +254,7 @@ class LawFit:
 
     def interval(self, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval of every parameter over the refits, each (p,)."""
-        return _percentile_interval(self.refits, level or self.settings.level)
+        return percentile_interval(self.refits, level or self.settings.level)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return saturating_law(np.atleast_2d(x), self.estimate, self.reference)
@@ -271,10 +265,10 @@ class LawFit:
 
     def band(self, x: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval of the fitted curve at ``x`` over the refits."""
-        return _percentile_interval(self.predict_refits(x), level or self.settings.level)
+        return percentile_interval(self.predict_refits(x), level or self.settings.level)
 
 
-def _percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     tail = 50.0 * (1.0 - level)
     with np.errstate(invalid="ignore"):
         if len(samples) == 0 or np.isnan(samples).all():
@@ -283,7 +277,7 @@ def _percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray,
     return low, high
 
 
-def _finite_rows(replicates: np.ndarray | None) -> np.ndarray | None:
+def finite_rows(replicates: np.ndarray | None) -> np.ndarray | None:
     """The replicates with a finite value at every point (a cell can come out empty in a draw)."""
     if replicates is None:
         return None
@@ -311,7 +305,7 @@ def fit_law(
         raise ValueError(f"{x.shape[1]} axes of points but {len(axes)} axis names {axes}")
     keep = np.isfinite(y) & np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
     x, y = x[keep], y[keep]
-    replicates = _finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
+    replicates = finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
     reference = x.min(axis=0) if reference is None else np.asarray(reference, dtype=float)
     n_params = 1 + 2 * len(axes)
     problem = identification_problem(x, axes)
@@ -341,61 +335,3 @@ def fit_law(
         status = f"not saturating in {', '.join(flat)}"
         estimate = np.full(n_params, np.nan)
     return LawFit(axes, reference, estimate, refits, status, len(y), settings, resampling, delta, pool)
-
-
-@dataclass(frozen=True)
-class Extrapolation:
-    """Held-out points at the largest level of ``axis``, predicted by a fit to the others.
-
-    ``forecast_low``/``forecast_high``: the forecast interval (module doc); ``inside``: the
-    measured mean lies in it. ``status`` is CHECKED, or why no check was made."""
-
-    axis: str
-    status: str
-    fit: LawFit | None = None
-    held_out: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
-    measured: np.ndarray = field(default_factory=lambda: np.empty(0))
-    predicted: np.ndarray = field(default_factory=lambda: np.empty(0))
-    forecast_low: np.ndarray = field(default_factory=lambda: np.empty(0))
-    forecast_high: np.ndarray = field(default_factory=lambda: np.empty(0))
-
-    @property
-    def error(self) -> np.ndarray:
-        """Measured minus predicted."""
-        return self.measured - self.predicted
-
-    @property
-    def inside(self) -> np.ndarray:
-        # The tolerance admits rounding: where the held-out point's noise is shared with the rest
-        # (the same questions), it cancels and the interval can shrink to the prediction itself.
-        tolerance = 1e-9 * np.maximum(1.0, np.abs(self.measured))
-        return (self.forecast_low - tolerance <= self.measured) & (self.measured <= self.forecast_high + tolerance)
-
-
-def check_extrapolation(
-    x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None, axes: Sequence[str], axis: str,
-    settings: FitSettings = DEFAULT_FIT, n_boot: int = 1000, seed: int = 0,
-) -> Extrapolation:
-    """Hold out the points at the largest level of ``axis``, fit the rest (same reference as
-    the full fit) and forecast the held-out ones (module doc)."""
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    y = np.asarray(y, dtype=float)
-    replicates = _finite_rows(replicates)  # before the split, so refit b and replicate b stay paired
-    k = list(axes).index(axis)
-    held = x[:, k] == np.nanmax(x[:, k])
-    rest = ~held
-    problem = identification_problem(x[rest], axes)
-    if problem is not None:
-        return Extrapolation(axis, f"cannot hold out the largest {axis}: {problem} without it")
-    sub_replicates = None if replicates is None else replicates[:, rest]
-    fit = fit_law(x[rest], y[rest], sub_replicates, axes, settings, x.min(axis=0), n_boot, seed)
-    if not fit.fitted:
-        return Extrapolation(axis, f"cannot hold out the largest {axis}: without it, {fit.status}", fit)
-    predictions = fit.predict_refits(x[held])  # (B, m)
-    if fit.resampling == "points":
-        noise = y[held] - replicates[:, held]
-    else:
-        rng = np.random.default_rng(seed + 1)
-        noise = rng.choice(fit.residual_pool, size=predictions.shape, replace=True)
-    low, high = _percentile_interval(predictions + noise, settings.level)
-    return Extrapolation(axis, CHECKED, fit, x[held], y[held], fit.predict(x[held]), low, high)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hybridsweep.reports.stats import N_BOOT, RunSample, bootstrap_estimate, separated_best
-from hybridsweep.tracking import POINT_ROLE, ROLE_TAG, ZERO_SHOT_ROLE
+from hybridsweep.tracking.store import POINT_ROLE, ROLE_TAG, ZERO_SHOT_ROLE
 
 SETTINGS = ("monolingual", "crosslingual", "multilingual")
 ZERO_SHOT = "zero-shot"

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from test_ddp_cli import POINT, _points, _results
 
 from conftest import REPO_ROOT, TINY, cli_env, free_port, run_cli
-from hybridsweep import tracking
+from hybridsweep.tracking.store import ROLE_TAG
 
 
 @pytest.mark.slow
@@ -32,7 +32,7 @@ def test_a_point_on_two_nodes_is_one_run_with_the_metrics_of_one_process(tmp_pat
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
     [one], [two] = _points(client, "single"), _points(client, "nodes")
     runs = client.search_runs([client.get_experiment_by_name("nodes").experiment_id])
-    assert sorted(r.data.tags[tracking.ROLE_TAG] for r in runs) == ["point", "zero-shot"]
+    assert sorted(r.data.tags[ROLE_TAG] for r in runs) == ["point", "zero-shot"]
     assert two.info.status == "FINISHED" and two.data.params["runtime.world_size"] == "2"
     assert two.data.params["trainer.num_nodes"] == "2" and two.data.params["trainer.devices"] == "1"
     assert _results(two).keys() == _results(one).keys()

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY, cli_env
-from hybridsweep import tracking
+from hybridsweep.tracking.store import ROLE_TAG
 
 from .conftest import RAY_VENV
 
@@ -28,8 +28,8 @@ def test_a_sweep_runs_as_ray_tasks_into_the_tracking_server(ray_cluster, postgre
     assert done.stdout.count("(_run_job pid=") + done.stderr.count("(_run_job pid=") > 0
     client = MlflowClient(postgres_server)
     runs = client.search_runs([client.get_experiment_by_name("ray").experiment_id])
-    points = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "point"]
-    [parent] = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "parent"]
+    points = [r for r in runs if r.data.tags.get(ROLE_TAG) == "point"]
+    [parent] = [r for r in runs if r.data.tags.get(ROLE_TAG) == "parent"]
     assert sorted(r.data.params["batch_size"] for r in points) == ["4", "8"]
     assert {r.info.status for r in points} == {"FINISHED"} and parent.info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in points} == {parent.info.run_id}

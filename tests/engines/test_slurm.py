@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import cli_env, run_cli
-from hybridsweep import tracking
+from hybridsweep.tracking.store import ROLE_TAG
 
 SLURM = ["hydra/launcher=slurm", "resume.heartbeat_s=1", "resume.claim_expiry_s=10", "resume.claim_settle_s=1"]
 
@@ -20,7 +20,7 @@ SLURM = ["hydra/launcher=slurm", "resume.heartbeat_s=1", "resume.claim_expiry_s=
 def _points(client: MlflowClient, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id]) if found else []
-    return [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "point"]
+    return [r for r in runs if r.data.tags.get(ROLE_TAG) == "point"]
 
 
 def _accounting(env: dict[str, str]) -> list[tuple[str, str]]:

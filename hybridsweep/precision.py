@@ -14,7 +14,6 @@ state, no loss scaling) or ``32-true``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
@@ -33,20 +32,21 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> Literal["fp32", "bf16"]:
-    """``auto`` made concrete for ``device``; ``fp32``/``bf16`` are returned unchanged."""
+def resolve_precision(precision: Precision, device: torch.device, fast_bf16: bool | None = None) -> Literal["fp32", "bf16"]:
+    """``auto`` made concrete for ``device`` (``fast_bf16``: as for hardware that does, or does
+    not, multiply bf16 natively, instead of probing ``device``); ``fp32``/``bf16`` are returned unchanged."""
     if precision not in PRECISIONS:
         raise ValueError(f"eval.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if has_fast_bf16(device) else "fp32"
+        return "bf16" if (has_fast_bf16(device) if fast_bf16 is None else fast_bf16) else "fp32"
     return precision
 
 
-def autocast_context(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bf16 when the resolved precision is bf16, else a no-op context."""
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_context(precision: Precision, device: torch.device) -> torch.autocast:
+    """``torch.autocast`` to bf16 when the resolved precision is bf16, and autocast switched off
+    otherwise: explicit either way, because inside a ``bf16-mixed`` Trainer an fp32 encoding must
+    leave the Trainer's autocast region."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
 
 
 def accelerator_device(accelerator: str | torch.device) -> torch.device:
@@ -65,10 +65,12 @@ def accelerator_device(accelerator: str | torch.device) -> torch.device:
     raise ValueError(f"trainer.accelerator={accelerator!r}: expected cpu, gpu, cuda, mps or auto")
 
 
-def resolve_trainer_precision(precision: str | int, accelerator: str | torch.device) -> str | int:
+def resolve_trainer_precision(precision: str | int, accelerator: str | torch.device,
+                              fast_bf16: bool | None = None) -> str | int:
     """``trainer.precision: auto`` made concrete: ``bf16-mixed`` where the accelerator multiplies
-    bf16 natively (:func:`has_fast_bf16`), else ``32-true``; any other value is returned
-    unchanged for Lightning to validate."""
+    bf16 natively (:func:`has_fast_bf16`, or ``fast_bf16`` where given), else ``32-true``; any
+    other value is returned unchanged for Lightning to validate."""
     if precision != "auto":
         return precision
-    return "bf16-mixed" if has_fast_bf16(accelerator_device(accelerator)) else "32-true"
+    fast = has_fast_bf16(accelerator_device(accelerator)) if fast_bf16 is None else fast_bf16
+    return "bf16-mixed" if fast else "32-true"

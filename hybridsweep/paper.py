@@ -37,7 +37,8 @@ from hybridsweep.reports.grid import Grid, grid, identity_runs, stale_runs, unio
 from hybridsweep.reports.runs import location_overrides, log_report, per_question_ap, store_uri
 from hybridsweep.reports.scaling import COMPUTE_AXES, LOSS_COLUMN, fit_lines, scaling_points, write_scaling
 from hybridsweep.reports.scaling_figure import plot_scaling
-from hybridsweep.reports.significance import N_BOOT_TESTS, mark_strategy_claims, paired_tests, significance_note, write_tests
+from hybridsweep.reports.significance import N_BOOT_TESTS, paired_tests
+from hybridsweep.reports.significance_tables import mark_strategy_claims, significance_note, write_tests
 from hybridsweep.reports.tables import (
     SETTINGS,
     bias_columns,

@@ -16,15 +16,12 @@ from scipy.stats import binom
 from hybridsweep.reports import significance
 from hybridsweep.reports.significance import (
     bootstrap_p_value,
-    fewest_claimable_seeds,
     holm,
-    mark_strategy_claims,
     paired_difference,
     paired_tests,
     sign_flip_p_value,
-    significance_note,
-    write_tests,
 )
+from hybridsweep.reports.significance_tables import fewest_claimable_seeds, mark_strategy_claims, significance_note, write_tests
 from hybridsweep.reports.stats import RunSample
 from hybridsweep.reports.tables import bias_columns, build_table, row_label, setting_column, table_rows, write_table
 

@@ -20,8 +20,9 @@ artifacts, which are rebuilt by training again.
   keys differ gets a file of its own, ``per_question_ap.<n>.parquet``. A run's rows keep their
   order, so a table's bootstrap draws the same questions from an imported run as from its source.
 
-Imported runs carry ``hybridsweep.imported_from`` (the source run id). Import is idempotent: a run
-whose identity already has a FINISHED run in the target experiment is left out.
+Imported runs carry ``hybridsweep.imported_from`` (the source run id) and are exported again as
+that run, so exporting a store rebuilt from an archive gives the archive's bytes back. Import is
+idempotent: a run whose identity already has a FINISHED run in the target experiment is left out.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ _BATCH = 1000
 def _exported_tags(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items()
             if k not in _DROPPED_TAGS and not k.startswith("hybridsweep.in_sweep.") and k not in (
-                CLAIM_TAG, HEARTBEAT_TAG)}
+                CLAIM_TAG, HEARTBEAT_TAG, IMPORTED_TAG)}
 
 
 def _per_question(store: MlflowClient, run_id: str) -> pd.DataFrame | None:
@@ -93,7 +94,10 @@ def export_runs(uri: str, experiment: str, folder: str | Path,
     for run in tqdm(runs, desc=f"export {experiment}", unit="run"):
         histories = {key: [[m.step, m.timestamp, m.value] for m in store.get_metric_history(run.info.run_id, key)]
                      for key in sorted(run.data.metrics)}
-        record = {"run_id": run.info.run_id, "run_name": run.info.run_name, "start_time": run.info.start_time,
+        # An imported run is exported as the run it came from: a store rebuilt from the archive
+        # writes the archive back unchanged.
+        record = {"run_id": run.data.tags.get(IMPORTED_TAG, run.info.run_id), "run_name": run.info.run_name,
+                  "start_time": run.info.start_time,
                   "end_time": run.info.end_time, "tags": dict(sorted(_exported_tags(run.data.tags).items())),
                   "params": dict(sorted(run.data.params.items())), "metrics": histories, "per_question": None}
         frame = _per_question(store, run.info.run_id)
@@ -104,7 +108,7 @@ def export_runs(uri: str, experiment: str, folder: str | Path,
                 index = len(key_sets)
                 key_sets.append(keys)
                 columns.append({})
-            columns[index][run.info.run_id] = frame["ap"].to_numpy()
+            columns[index][record["run_id"]] = frame["ap"].to_numpy()
             record["per_question"] = {"file": _ap_file(index), "rows": len(frame)}
         records.append(record)
     for old in folder.glob("per_question_ap*.parquet"):
@@ -113,8 +117,9 @@ def export_runs(uri: str, experiment: str, folder: str | Path,
         table = pd.concat([keys.reset_index(drop=True), pd.DataFrame(columns[index])], axis=1)
         table.to_parquet(folder / _ap_file(index), compression="zstd", index=False)
     payload = {"format": FORMAT, "experiment": experiment, "runs": records}
-    with gzip.open(folder / RUNS_FILE, "wt", encoding="utf-8") as handle:
-        json.dump(payload, handle, sort_keys=True)
+    # No time stamp in the gzip header: the same runs export to the same bytes, so a committed
+    # archive changes only when its runs do.
+    (folder / RUNS_FILE).write_bytes(gzip.compress(json.dumps(payload, sort_keys=True).encode("utf-8"), mtime=0))
     return len(records)
 
 

@@ -63,6 +63,7 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
     roles = sorted(r["tags"][ROLE_TAG] for r in exported)
     assert roles == ["point", "point", "zero-shot"]
     assert all(r["per_question"] is not None for r in exported)
+    archived = {path.name: path.read_bytes() for path in archive.iterdir()}
 
     for path in (tmp_path / "reports" / "archive").glob("table_*"):
         path.unlink()
@@ -71,6 +72,8 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
     assert "3 run(s) imported" in second.stdout
     assert "nothing to train" in second.stdout
     assert outputs(tmp_path) == built  # byte for byte
+    # The second store, rebuilt from the archive, exports the same archive.
+    assert {path.name: path.read_bytes() for path in archive.iterdir()} == archived
     store = MlflowClient(f"sqlite:///{tmp_path / 'second.db'}")
     runs = store.search_runs([store.get_experiment_by_name("archive-test").experiment_id])
     trained = [r for r in runs if r.data.tags.get(ROLE_TAG) in ("point", "zero-shot")]

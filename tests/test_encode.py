@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hybridsweep.data.synthetic import generate
 from hybridsweep.encoders.tiny import tiny_bert
-from hybridsweep.evaluation.evaluator import length_sorted_batches
+from hybridsweep.evaluation.evaluator import embed, length_sorted_batches
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +39,41 @@ def test_batches_cover_every_text_once_in_ascending_token_count():
     assert (np.diff(counts[flat]) >= 0).all() and [len(b) for b in batches] == [64] * 15 + [40]
     with pytest.raises(ValueError, match="batch_size=0"):
         length_sorted_batches(counts, 0)
+
+
+class _WeightCasts(TorchDispatchMode):
+    """Counts bf16 copies made of the given parameters."""
+
+    def __init__(self, parameters):
+        super().__init__()
+        self.pointers, self.count = {p.data_ptr() for p in parameters}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        source = args[0] if args else None
+        if isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16 and isinstance(source, torch.Tensor):
+            self.count += source.dtype == torch.float32 and source.data_ptr() in self.pointers
+        return out
+
+
+def test_a_bf16_pass_casts_each_weight_once_and_embeds_as_batch_by_batch_autocast(encoder):
+    """Against a plain loop that autocasts each batch on its own (each weight cast once a batch):
+    the pipeline's pass gives the same embeddings bit for bit, and casts each weight once."""
+    texts = [c.text for c in generate(n_people=20, split="eval").candidates][:40]
+    batch_size = 8
+    weights = [p for name, p in encoder.named_parameters() if p.dim() == 2 and "embeddings" not in name]
+    order = length_sorted_batches(encoder.text_tokenizer.lengths(texts, "passage"), batch_size)
+    rows = {}
+    encoder.eval()  # as trainer.predict runs it
+    with torch.inference_mode(), _WeightCasts(weights) as loop:
+        for positions in order:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                inputs = encoder.text_tokenizer([texts[i] for i in positions], "passage")
+                rows.update(zip(positions.tolist(), encoder(**inputs).float().numpy()))
+    expected = np.stack([rows[i] for i in range(len(texts))])
+    assert loop.count == len(order) * len(weights)
+
+    with _WeightCasts(weights) as pipeline:
+        got = embed(encoder, texts, "passage", batch_size=batch_size, precision="bf16")
+    np.testing.assert_array_equal(got, expected)
+    assert pipeline.count == len(weights)

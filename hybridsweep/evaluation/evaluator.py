@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from hybridsweep.evaluation.figures import heatmap
 from hybridsweep.evaluation.suites import EvalSuite, SuiteResult
 from hybridsweep.model import DualEncoderModule, Role, TextEncoder, TextTokenizer
-from hybridsweep.precision import Precision
+from hybridsweep.precision import Precision, autocast_context
 from hybridsweep.tracking.tracker import RunTracker
 
 
@@ -77,7 +77,14 @@ def encode(trainer: L.Trainer, module: DualEncoderModule, texts: Mapping[Role, l
     # training would draw other dropout masks than one that reused that evaluation.
     loader = DataLoader(batches, batch_size=None, collate_fn=TextBatches(tokenizer), generator=torch.Generator())
     module.predict_precision = precision
-    outputs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path)
+    # One autocast region around the whole pass: autocast keeps the bf16 copy of each weight until
+    # its outermost region ends, so the weights are cast once a pass instead of once a batch
+    # (predict_step's own region, nested in this one, leaves the cache alone). It caches nothing
+    # under inference mode, so the pass runs under no_grad. The same casts of the same weights:
+    # the embeddings are unchanged.
+    trainer.predict_loop.inference_mode = False
+    with autocast_context(precision, trainer.strategy.root_device):
+        outputs = trainer.predict(module, dataloaders=loader, ckpt_path=ckpt_path)
     local = [(batch[0], output["index"].numpy(), output["embedding"].numpy()) for batch, output in zip(batches, outputs)]
     if trainer.world_size > 1:
         gathered: list = [None] * trainer.world_size

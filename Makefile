@@ -181,13 +181,15 @@ $(ENGINES_STAMP): $(STAMP)
 engines-venv: $(ENGINES_STAMP)
 
 # The Ray launcher's own environment: hydra-ray-launcher needs cloudpickle < 3 and joblib 1.6 needs
-# >= 3, so joblib and cloudpickle are left out of the locked versions there (pip picks joblib 1.5).
-$(RAY_VENV)/.installed-$(FAISS_EXTRA): pyproject.toml $(LOCK)
+# >= 3, so .venv-ray holds what must differ from .venv (cloudpickle 2, joblib 1.5, Ray and its
+# launcher, the project) and reads everything else from .venv's site-packages, listed in a .pth
+# file after its own: torch and the rest are not installed twice.
+$(RAY_VENV)/.installed-$(FAISS_EXTRA): $(STAMP) pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(RAY_VENV)
-	$(RAY_VENV)/bin/pip install --quiet --upgrade pip
-	$(RAY_VENV)/bin/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' \
+		> "$$($(RAY_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/project-venv.pth"
 	$(if $(LOCK),grep -Ev '^(cloudpickle|joblib)==' $(LOCK) > $(RAY_VENV)/constraints.txt)
-	$(RAY_VENV)/bin/pip install --quiet $(if $(LOCK),-c $(RAY_VENV)/constraints.txt) -e ".[$(FAISS_EXTRA),ray]"
+	$(RAY_VENV)/bin/pip install --quiet $(if $(LOCK),-c $(RAY_VENV)/constraints.txt) "joblib<1.6" -e ".[$(FAISS_EXTRA),ray]"
 	touch $@
 
 ## .venv-ray: the project with Hydra's Ray launcher and Ray (an environment of its own: docs/engines.md).

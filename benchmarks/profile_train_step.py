@@ -1,8 +1,8 @@
 """Where a training step's time goes: a torch.profiler table of plain training steps, by operator.
 
-The step is the one the Lightning module and ``bench_train_step.py``'s plain loop run: forward of
-both sides and InfoNCE under the precision of ``trainer.precision`` (``bf16-mixed``: bf16
-autocast), backward, gradient clipping, fused AdamW. One unprofiled warm-up step, then
+The step is the Lightning module's, built from the config as train.py builds it: forward of both
+sides (in ``length_buckets`` calls where set) and InfoNCE under the precision of
+``trainer.precision`` (``bf16-mixed``: bf16 autocast), backward, gradient clipping, fused AdamW. One unprofiled warm-up step, then
 ``--steps`` profiled steps on the config's training batches. Printed: operators by self CPU time;
 written: the shares of the groups of :func:`common.operator_shares` (matrix products, attention,
 optimizer, gradient clipping, the rest), the inclusive share of the embedding backward, and the
@@ -16,12 +16,18 @@ from __future__ import annotations
 import itertools
 
 import torch
-from common import build_corpora_and_encoder, load_config, machine, operator_shares, parser, write_results
-from hydra.utils import instantiate
+from common import (
+    build_corpora_and_encoder,
+    build_datamodule,
+    build_module,
+    load_config,
+    machine,
+    operator_shares,
+    parser,
+    write_results,
+)
 from torch.profiler import ProfilerActivity, profile
 
-from hybridsweep.data.datamodule import PairDataModule
-from hybridsweep.model import DualEncoderModule
 from hybridsweep.precision import autocast_context
 
 
@@ -33,17 +39,15 @@ def main() -> None:
     cfg = load_config(args.model, args.overrides)
     corpus, _, encoder = build_corpora_and_encoder(cfg)
     precision = {"bf16-mixed": "bf16", "32-true": "fp32"}[str(cfg.trainer.precision)]
-    datamodule = PairDataModule(corpus, encoder, cfg.batch_size, cfg.sampling.strategy.value, cfg.sampling.mix_ratio,
-                                scale=cfg.data.scale, seed=cfg.seed, subset_seed=cfg.data.subset_seed)
-    batches = list(itertools.islice(datamodule.train_dataloader(), args.steps + 1))
-    module = DualEncoderModule(encoder, instantiate(cfg.loss), **cfg.optim).train()
+    batches = list(itertools.islice(build_datamodule(cfg, corpus, encoder).train_dataloader(), args.steps + 1))
+    module = build_module(cfg, encoder).train()
     optimizer, _ = module.optimizer_and_schedule(10 * args.steps)
     print(f"machine: {machine()}")
     print(f"model: {encoder.name}; batch {cfg.batch_size}, trainer.precision={cfg.trainer.precision}, {args.steps} steps")
 
     def step(batch) -> None:
         with autocast_context(precision, torch.device("cpu")):
-            loss = module.loss(encoder(**batch["query"]), encoder(**batch["passage"]))
+            loss = module.global_loss(module.encode(batch["query"]), module.encode(batch["passage"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.trainer.gradient_clip_val)
@@ -58,8 +62,10 @@ def main() -> None:
     print(", ".join(f"{group} {share:.1%}" for group, share in shares["groups"].items()),
           "; inclusive: " + ", ".join(f"{name} {share:.1%}" for name, share in shares["inclusive"].items()))
     pruned = "_pruned-vocabulary" if cfg.model.get("prune_vocabulary_to_corpora") else ""
-    write_results(f"profile_train_step_{args.model}_{cfg.trainer.precision}_{corpus.name}{pruned}", {
-        "model": args.model, "encoder": encoder.name, "corpus": corpus.name, "batch_size": cfg.batch_size, "steps": args.steps,
+    buckets = f"_{cfg.length_buckets}-buckets" if cfg.get("length_buckets") else ""
+    write_results(f"profile_train_step_{args.model}_{cfg.trainer.precision}_{corpus.name}{pruned}{buckets}", {
+        "model": args.model, "encoder": encoder.name, "corpus": corpus.name, "batch_size": cfg.batch_size,
+        "length_buckets": cfg.get("length_buckets"), "steps": args.steps,
         "trainer_precision": str(cfg.trainer.precision), "group_shares": shares["groups"],
         "inclusive_shares": shares["inclusive"],
         "top_self_cpu_shares": dict(list(shares["operators"].items())[: args.top]),

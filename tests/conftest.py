@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,11 +26,37 @@ def shared_data_dir() -> Path:
     return path
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_store_template(tmp_path_factory) -> Path:
+    """An SQLite MLflow store with every schema migration applied and no experiment: MLflow's
+    migrations take seconds for each new database, and the tests open hundreds. A copy of it is a
+    new store (MLflow creates its Default experiment on first open, under that process's folder)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM experiments")
+    _EMPTY_STORE.append(path)
+    return path
+
+
+def sqlite_store(path: Path) -> str:
+    """The URI of an SQLite MLflow store at ``path``, created as a copy of the migrated empty store
+    when ``path`` does not exist yet."""
+    if not path.exists() and _EMPTY_STORE:
+        shutil.copyfile(_EMPTY_STORE[0], path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def isolated_env(tmp_path, monkeypatch) -> Path:
     """A temporary working directory with its own MLflow store and model cache."""
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # A URI set by an earlier test in this process would win over the variable.
     mlflow.set_tracking_uri(uri)
@@ -51,7 +79,7 @@ def cli_env(tmp_path: Path, uri: str | None = None, **extra: str) -> dict[str, s
     return {
         **os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1",
         "HYBRIDSWEEP_CACHE": str(tmp_path / "cache"),
-        "MLFLOW_TRACKING_URI": uri or f"sqlite:///{tmp_path / 'mlflow.db'}", **extra,
+        "MLFLOW_TRACKING_URI": uri or sqlite_store(tmp_path / "mlflow.db"), **extra,
     }
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, cli_env
+from conftest import TINY, cli_env, sqlite_store
 from hybridsweep.archive import IMPORTED_TAG, RUNS_FILE, import_runs, read_archive
 from hybridsweep.tracking.store import HASH_TAG, ROLE_TAG
 
@@ -40,7 +40,7 @@ bias_metrics:
 def paper(tmp_path, store: str, *targets: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "hybridsweep.paper", *targets, "--profile", str(tmp_path / "archive.yaml"),
                "--out", str(tmp_path / "reports")]
-    return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path, f"sqlite:///{tmp_path / store}"),
+    return subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path, sqlite_store(tmp_path / store)),
                           capture_output=True, text=True, timeout=1800)
 
 
@@ -74,7 +74,7 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
     assert outputs(tmp_path) == built  # byte for byte
     # The second store, rebuilt from the archive, exports the same archive.
     assert {path.name: path.read_bytes() for path in archive.iterdir()} == archived
-    store = MlflowClient(f"sqlite:///{tmp_path / 'second.db'}")
+    store = MlflowClient(sqlite_store(tmp_path / "second.db"))
     runs = store.search_runs([store.get_experiment_by_name("archive-test").experiment_id])
     trained = [r for r in runs if r.data.tags.get(ROLE_TAG) in ("point", "zero-shot")]
     assert len(trained) == 3 and all(IMPORTED_TAG in r.data.tags for r in trained)
@@ -86,7 +86,7 @@ def test_an_empty_store_takes_the_archive_and_builds_identical_tables_without_tr
         assert run.data.metrics == {key: max(history, key=lambda m: (m[0], m[1]))[2] for key, history in record["metrics"].items()}
 
     # Importing again adds nothing: the identities are all there.
-    assert import_runs(f"sqlite:///{tmp_path / 'second.db'}", "archive-test", archive) == []
+    assert import_runs(sqlite_store(tmp_path / "second.db"), "archive-test", archive) == []
 
 
 def test_a_folder_that_is_not_an_archive_is_named(tmp_path):

@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, run_cli, sqlite_store
 from hybridsweep.tracking.claims import ClaimSettings, Decision, claim_run
 from hybridsweep.tracking.store import CLAIM_TAG, HEARTBEAT_TAG, ROLE_TAG
 from hybridsweep.tracking.tracker import RunTracker
@@ -24,7 +24,7 @@ def _claim(uri, digest="p1", settings=FAST):
 
 
 def test_the_decision_follows_the_state_of_the_points_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     store = MlflowClient(uri)
     first = _claim(uri)
     assert first.state == "claimed" and not first.resumed
@@ -44,7 +44,7 @@ def test_the_decision_follows_the_state_of_the_points_runs(tmp_path):
 def test_a_resumed_run_keeps_the_params_it_logged_first(tmp_path):
     """Resuming from another data or cache location (outside the identity) must not fail on
     MLflow's refusal to change a param: the first values stay, new keys are added."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     first = _claim(uri)
     RunTracker(uri, first.run_id).log_params({"data.corpus.root": "../shared/data", "batch_size": 8})
     MlflowClient(uri).set_terminated(first.run_id, "KILLED")
@@ -57,7 +57,7 @@ def test_a_resumed_run_keeps_the_params_it_logged_first(tmp_path):
 
 
 def test_a_claim_goes_stale_when_its_heartbeat_stops_or_its_process_is_gone(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     store = MlflowClient(uri)
     # A claim made on another host: only its heartbeat tells whether it lives.
     run_id = _claim(uri).run_id
@@ -74,7 +74,7 @@ def test_a_claim_goes_stale_when_its_heartbeat_stops_or_its_process_is_gone(tmp_
 
 
 def test_the_heartbeat_keeps_a_claim_alive_past_its_expiry(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     decision = _claim(uri)
     tracker = RunTracker(uri, decision.run_id, heartbeat_s=FAST.heartbeat_s)
     store = MlflowClient(uri)
@@ -142,7 +142,7 @@ def _trained_once(tmp_path, uri: str, experiment: str) -> None:
 
 @pytest.mark.slow
 def test_two_invocations_of_one_sweep_train_each_point_once_with_sqlite(tmp_path):
-    _trained_once(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "concurrent-sqlite")
+    _trained_once(tmp_path, sqlite_store(tmp_path / "mlflow.db"), "concurrent-sqlite")
 
 
 @pytest.mark.slow

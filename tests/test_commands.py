@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sqlite_store
 from hybridsweep.tracking.store import ROLE_TAG, SWEEP_TAG
 
 
@@ -26,7 +26,7 @@ def test_sweep_table_reads_runs_without_an_initial_evaluation_from_the_training_
     """Points trained with ``eval.before_training=false`` log no ``init/`` metrics; the store is
     named as training names it (an override of ``tracking.tracking_uri``, or MLFLOW_TRACKING_URI),
     never ``./mlflow.db`` of the working directory."""
-    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    uri = sqlite_store(tmp_path / "elsewhere.db")
     store = MlflowClient(uri)
     experiment = store.create_experiment("e")
     expected = {8: (0.25, 0.5, 0.125), 16: (0.75, 0.25, 0.375)}

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import TINY, cli_env, run_cli
+from conftest import TINY, cli_env, run_cli, sqlite_store
 from hybridsweep import RESULTS_VERSION
 from hybridsweep.evaluate import evaluate
 from hybridsweep.model import DualEncoderModule
@@ -72,7 +72,7 @@ def test_an_initializer_is_the_same_at_every_point_of_a_sweep():
 def test_moving_the_working_directory_and_the_cache_retrains_nothing(tmp_path):
     """The same point from another directory with another cache folder is found done; a key that
     changes results trains a new run."""
-    store = f"sqlite:///{tmp_path / 'store.db'}"
+    store = sqlite_store(tmp_path / "store.db")
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
     second_dir.mkdir()

@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sqlite_store
 
 # (batch_size, data.scale, seed) -> map_full/multilingual of the sweep under test.
 POINTS = {(32, 0.5, 0): 0.41, (128, 0.5, 1): 0.47, (128, 1.0, 0): 0.52, (512, 1.0, 0): 0.58}
@@ -58,7 +58,7 @@ def log_sweep(client: MlflowClient, experiment: str, sweep_dir: str, points: dic
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Two sweeps in one experiment: the one under test (``multirun/a``) is the older."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path_factory.mktemp("store") / "mlflow.db")
     client = MlflowClient(uri)
     experiment = client.create_experiment("hybridsweep")
     parent, names = log_sweep(client, experiment, "multirun/a", POINTS)

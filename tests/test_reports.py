@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from conftest import sqlite_store
 from hybridsweep import RESULTS_VERSION
 from hybridsweep.evaluation.retrieval import PER_QUESTION_ARTIFACT
 from hybridsweep.reports.grid import expand
@@ -368,7 +369,7 @@ def scaling_store_dir(tmp_path_factory):
 
 def _enter_store(patch: pytest.MonkeyPatch, root) -> None:
     patch.chdir(root)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = sqlite_store(root / "mlflow.db")
     patch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     patch.setenv("HYBRIDSWEEP_CACHE", str(root / "cache"))
@@ -741,7 +742,7 @@ def test_paper_reads_the_store_its_training_writes_to(strategy_store, isolated_e
     """A store named by ``tracking.tracking_uri`` in the profile's ``common`` overrides, or on the
     command line, is the one the tables are read from (and every sweep trains into), as it is
     for training: not ``./mlflow.db`` of the working directory."""
-    store = f"sqlite:///{isolated_env / 'mlflow.db'}"
+    store = sqlite_store(isolated_env / "mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     elsewhere = isolated_env / "elsewhere"
     elsewhere.mkdir()

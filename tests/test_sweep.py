@@ -10,7 +10,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT, cli_env, run_cli
+from conftest import REPO_ROOT, cli_env, run_cli, sqlite_store
 from hybridsweep.point import run_name
 from hybridsweep.tracking.claims import ClaimSettings, claim_run
 from hybridsweep.tracking.store import AXES_TAG, ROLE_TAG
@@ -50,7 +50,7 @@ def test_run_name_holds_the_swept_keys_and_the_seed():
 
 
 def _claimed_tracker(tmp_path: Path, resumed_from: str | None = None) -> RunTracker:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     decision = claim_run(uri, "e", "point", "abc", "point", {}, SETTINGS)
     return RunTracker(uri, decision.run_id, resumed=decision.resumed)
 

@@ -1,6 +1,7 @@
 """End to end: a real 2-point multirun through the command line, read back from MLflow, and the
 zero-shot entry point."""
 
+import sqlite3
 import subprocess
 import sys
 
@@ -90,7 +91,9 @@ def test_bad_value_fails_before_any_work(tmp_path):
     done = run_cli(tmp_path, "batch_size=0")
     assert done.returncode != 0
     assert "batch_size=0 is not allowed: expected an integer > 0" in done.stderr
-    assert not (tmp_path / "mlflow.db").exists(), "nothing may be logged for an invalid config"
+    # The store (a copy of the empty one) was never opened: opening it creates the Default experiment.
+    with sqlite3.connect(tmp_path / "mlflow.db") as store:
+        assert store.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,), "nothing may be logged for an invalid config"
 
 
 @pytest.mark.slow

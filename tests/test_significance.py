@@ -416,6 +416,8 @@ def test_table_marks_direction_and_family():
     assert few.frame["models_differ"].all() and not few.frame["strategy_claim"].any()
     assert (few.frame["verdict"] == "these models differ; the strategies are not separated by 3 seeds").all()
     assert (few.frame["p_seeds"] == 0.25).all()  # every seed agrees: 2 / 2^3
+    one = paired_tests(runs[runs["params.seed"].astype(int) == 0], columns, frames.get, n_boot=2000)
+    assert (one.frame["verdict"] == "these models differ; the strategies are not separated by 1 seed").all()
     note = significance_note(few, "t_tests")
     assert "with fewer than 6 seeds the seed level alone cannot reach p < 0.05" in note
     assert "this table's comparisons have 3 seeds" in note

@@ -124,7 +124,7 @@ SEED_STREAM = 1
 MAX_SIGN_FLIP_SEEDS = 16
 """The exact sign-flip test enumerates 2^K sign vectors: 65,536 at 16 seeds."""
 STRATEGIES_DIFFER = "strategies differ"
-MODELS_DIFFER = "these models differ; the strategies are not separated by {seeds} seeds"
+MODELS_DIFFER = "these models differ; the strategies are not separated by {seeds}"
 NO_DIFFERENCE = "no difference shown"
 NOT_TESTED = "not tested"
 TEST_COLUMNS = (
@@ -335,7 +335,8 @@ def verdicts(frame: pd.DataFrame, alpha: float) -> pd.DataFrame:
     frame["models_differ"] = frame["p_models_holm"] < alpha
     frame["verdict"] = [
         NOT_TESTED if not np.isfinite(test.p) else STRATEGIES_DIFFER if test.strategy_claim
-        else MODELS_DIFFER.format(seeds=test.seeds) if test.models_differ else NO_DIFFERENCE
+        else MODELS_DIFFER.format(seeds=f"{test.seeds} seed{'' if test.seeds == 1 else 's'}") if test.models_differ
+        else NO_DIFFERENCE
         for test in frame.itertuples()
     ]
     return frame

@@ -76,7 +76,7 @@ def comparison_notes(comparisons: Comparisons) -> list[str]:
         "fixed and questions are the random part, so it says whether these models differ, not whether the "
         "strategies do.",
         f"verdict: '{STRATEGIES_DIFFER}' when p_holm < {alpha:g}, every seed agrees and p seeds < {alpha:g} (needs "
-        f"K ≥ {fewest_claimable_seeds(alpha)}); '{MODELS_DIFFER.format(seeds='K')}' when only the fixed-model test "
+        f"K ≥ {fewest_claimable_seeds(alpha)}); '{MODELS_DIFFER.format(seeds='K seeds')}' when only the fixed-model test "
         f"has p (Holm) < {alpha:g}.",
     ]
     smallest = 2 / (b + 1)

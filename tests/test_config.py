@@ -68,13 +68,14 @@ def test_every_point_of_every_shipped_paper_profile_composes_and_validates(profi
         for sweep in profile.sweeps:
             # A seed selects no config group and sets no other key: each point is composed up to
             # its seed, and each seed value once (the grids are seeds x settings).
-            seen = set()
+            settings, seeds = set(), set()
             for point in expand(paper.sweep_overrides(profile, sweep)):
                 setting = tuple(o for o in point if not o.startswith("seed="))
                 seed = next((o for o in point if o.startswith("seed=")), None)
-                if setting in seen and seed in seen:
+                if setting in settings and seed in seeds:
                     continue
-                seen.update({setting, seed})
+                settings.add(setting)
+                seeds.add(seed)
                 validate(compose("train", overrides=point))
                 composed += 1
     assert composed >= len(profile.sweeps)

@@ -286,6 +286,10 @@ def _seeds(row: Row) -> dict[str, str]:
     return dict(zip(seeds, row.runs["run_id"]))
 
 
+def _seed_count(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
+
+
 def seed_pairs(hybrid: Row, baseline: Row) -> tuple[list[tuple[str, str, str]], str]:
     """(seed, hybrid run id, baseline run id) for every seed both rows have, in the hybrid row's
     (seed) order, and a note naming the seeds of one row alone, which are left out (module doc:
@@ -296,7 +300,7 @@ def seed_pairs(hybrid: Row, baseline: Row) -> tuple[list[tuple[str, str, str]], 
              for row, seeds, other in ((hybrid, mine, theirs), (baseline, theirs, mine))}
     if not any(alone.values()) or not pairs:
         return pairs, ""
-    note = (f"paired on the {len(pairs)} seed{'s' if len(pairs) > 1 else ''} both rows have "
+    note = (f"paired on the {_seed_count(len(pairs))} both rows have "
             f"({', '.join(s for s, _, _ in pairs)}); left out, "
             f"without a partner: " + "; ".join(f"{row} seeds {', '.join(seeds)}" for row, seeds in alone.items() if seeds))
     warnings.warn(f"{hybrid.initializer} / {hybrid.training} against {baseline.training}: {note}", stacklevel=2)
@@ -335,7 +339,7 @@ def verdicts(frame: pd.DataFrame, alpha: float) -> pd.DataFrame:
     frame["models_differ"] = frame["p_models_holm"] < alpha
     frame["verdict"] = [
         NOT_TESTED if not np.isfinite(test.p) else STRATEGIES_DIFFER if test.strategy_claim
-        else MODELS_DIFFER.format(seeds=f"{test.seeds} seed{'' if test.seeds == 1 else 's'}") if test.models_differ
+        else MODELS_DIFFER.format(seeds=_seed_count(test.seeds)) if test.models_differ
         else NO_DIFFERENCE
         for test in frame.itertuples()
     ]

@@ -1,7 +1,8 @@
 """Training-step throughput with length buckets (``length_buckets``) against one padded call.
 
 The same real batches (the config's data module, e.g. MLQA-R under ``experiment=paper``) go
-through the module's training step and backward, once with each role's texts encoded in one call
+through the module's training step and backward (under bf16 autocast when
+``trainer.precision=bf16-mixed``, as Lightning's plugin runs it), once with each role's texts encoded in one call
 padded to the batch's longest text (``length_buckets=null``, the baseline) and once per bucket
 count, interleaved round by round. The optimizer step is left out: it is the same work in every
 variant. The padded-token counts of each variant are printed beside the rates.
@@ -30,6 +31,7 @@ from common import (
 )
 
 from hybridsweep.model import DualEncoderModule, length_bucket_rows
+from hybridsweep.precision import autocast_context
 
 
 def padded_tokens(inputs: dict[str, torch.Tensor], buckets: int | None) -> int:
@@ -52,6 +54,10 @@ def main() -> None:
     batches = list(itertools.islice(iter(datamodule.train_dataloader()), args.batches))
     module: DualEncoderModule = build_module(cfg, encoder)
     module.train()
+    precision = str(cfg.trainer.precision)
+    if precision not in ("32-true", "32", "bf16-mixed"):
+        raise SystemExit(f"trainer.precision={precision}: this benchmark mirrors 32-true and bf16-mixed only")
+    autocast = autocast_context("bf16" if precision == "bf16-mixed" else "fp32", torch.device("cpu"))
     variants = {"one call": None, **{f"{b} buckets": b for b in args.buckets}}
 
     def rate(buckets: int | None):
@@ -59,7 +65,9 @@ def main() -> None:
             module.length_buckets = buckets
             start = time.perf_counter()
             for index, batch in enumerate(batches):
-                module.training_step(batch, index).backward()
+                with autocast:
+                    loss = module.training_step(batch, index)
+                loss.backward()
                 module.zero_grad(set_to_none=True)
             return sum(len(b["query"]["input_ids"]) for b in batches) / (time.perf_counter() - start)
         return run
@@ -79,8 +87,9 @@ def main() -> None:
         figures[name] = {"pairs_per_s": rates[name], "speedup_vs_one_call": ratios["one call"],
                          "token_positions": tokens[name]}
     figures["one call"] = {"pairs_per_s": rates["one call"], "token_positions": tokens["one call"]}
-    write_results("length_buckets", {"model": args.model, "overrides": args.overrides, "batch_size": cfg.batch_size,
-                                     "batches": args.batches, "real_tokens": real, **figures})
+    write_results(f"length_buckets_batch{cfg.batch_size}", {"model": args.model, "overrides": args.overrides,
+                                                              "batch_size": cfg.batch_size, "precision": precision,
+                                                              "batches": args.batches, "real_tokens": real, **figures})
 
 
 if __name__ == "__main__":

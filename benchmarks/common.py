@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -178,20 +177,12 @@ def batch_flops(config, input_ids) -> float:
 
 
 def machine() -> str:
-    """One line naming the CPU, its core count, the threads torch uses, and the date."""
-    import torch
+    """One line naming the machine (:func:`hybridsweep.machine.describe_machine`: CPU, its bf16
+    units, cores, torch threads, GPUs), the load average and the date."""
+    from hybridsweep.machine import describe_machine
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"thread(s), load average {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return f"{describe_machine()}, load average {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
 
 
 def interleave(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:

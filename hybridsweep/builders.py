@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridsweep.callbacks import PROGRESS_BAR, FitSummary, progress_bars
+from hybridsweep.callbacks import PROGRESS_BAR, CurveBeforeCheckpoint, FitSummary, progress_bars
 from hybridsweep.data.parallel_qa import ParallelQA, ensure_disjoint
 from hybridsweep.encoders.compile import compile_encoder, compiled
 from hybridsweep.evaluation.evaluator import Evaluator
@@ -113,13 +113,14 @@ class Training(Evaluation):
 
 def build_training(cfg: DictConfig, tracker: RunTracker, checkpoint_dir: Path, output_dir: str) -> Training:
     """What ``python -m hybridsweep.train`` runs: the Trainer logs into ``tracker``'s run (its
-    training curve, and :class:`~hybridsweep.callbacks.FitSummary` at the end of fit) and keeps
-    its checkpoints in ``checkpoint_dir``."""
+    training curve, in the store before each checkpoint is written, and
+    :class:`~hybridsweep.callbacks.FitSummary` at the end of fit) and keeps its checkpoints in
+    ``checkpoint_dir``."""
     corpus, encoder = build_encoder(cfg)
     evaluator = build_evaluator(cfg, corpus)
     datamodule = instantiate(cfg.data.module, _partial_=True)(corpus=corpus, tokenizer=encoder.text_tokenizer)
     module = build_module(cfg, encoder)
-    callbacks = [*build_callbacks(cfg, checkpoint_dir), FitSummary(tracker)]
+    callbacks = [*build_callbacks(cfg, checkpoint_dir), FitSummary(tracker), CurveBeforeCheckpoint()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=tracker.lightning_logger(), callbacks=callbacks,
                                      default_root_dir=output_dir)
     described = describe(corpus, encoder, evaluator)

@@ -1,5 +1,5 @@
 """Lightning callbacks of a training point (the ``callbacks`` config group builds them, and the
-pipeline adds :class:`FitSummary`).
+pipeline adds :class:`FitSummary` and :class:`CurveBeforeCheckpoint`).
 
 Exactness of a resume: checkpoints hold, besides the weights, optimiser and scheduler, the random
 state of torch / numpy / python (:class:`RngStateCheckpoint`) and what has been processed so far
@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from hybridsweep.tracking.tracker import RunTracker
+from hybridsweep.tracking.tracker import RunLogger, RunTracker
 
 PROGRESS_BAR = "progress_bar"
 """The key of ``cfg.callbacks`` that holds the progress bar, shared by training and evaluation."""
@@ -135,3 +135,14 @@ class FitSummary(Callback):
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
             self.tracker.log_metrics({f"{checkpoint.monitor}_best": float(checkpoint.best_model_score)}, step=step)
+
+
+class CurveBeforeCheckpoint(Callback):
+    """Flushes the training curve's queue (:class:`~hybridsweep.tracking.tracker.RunLogger`) while
+    a checkpoint is assembled, before it is written: a resume recomputes only the steps after its
+    checkpoint, so a step still queued when the process is killed after the write would be lost."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, RunLogger):
+                logger.flush()

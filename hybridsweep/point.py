@@ -33,11 +33,22 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
 from hybridsweep.encoders.compile import compile_seconds
+from hybridsweep.machine import describe_machine
 from hybridsweep.precision import accelerator_device
 from hybridsweep.sweep_runs import find_parent, list_in_sweep, parent_axes
 from hybridsweep.tracking.claims import Decision, open_run
 from hybridsweep.tracking.identity import config_hash
-from hybridsweep.tracking.store import AXES_TAG, OVERRIDES_TAG, POINT_ROLE, SWEEP_TAG, client, is_global_zero, tracking_uri
+from hybridsweep.tracking.store import (
+    AXES_TAG,
+    MACHINE_TAG,
+    OVERRIDES_TAG,
+    POINT_ROLE,
+    RESUMED_TAG,
+    SWEEP_TAG,
+    client,
+    is_global_zero,
+    tracking_uri,
+)
 from hybridsweep.tracking.tracker import RunTracker
 
 log = logging.getLogger(__name__)
@@ -208,11 +219,14 @@ class PhaseClock:
             self.seconds[phase] += time.perf_counter() - started - compile_time
             self.seconds["compile"] += compile_time
 
-    def log(self, tracker: RunTracker, step: int) -> None:
+    def log(self, tracker: RunTracker, step: int, resumed: bool) -> None:
+        """The phases' seconds under ``time/``, and beside them the machine they ran on and
+        whether this process resumed the run (then they time this process only)."""
         total = time.perf_counter() - self.started
         seconds = self.seconds
         tracker.log_metrics({"fit_s": seconds["fit"], "eval_s": seconds["eval"], "compile_s": seconds["compile"],
                              "overhead_s": total - seconds["fit"] - seconds["eval"]}, step=step, prefix="time/")
+        tracker.set_tags({MACHINE_TAG: describe_machine(), RESUMED_TAG: str(resumed).lower()})
 
 
 def threads_per_job() -> int:

@@ -18,6 +18,8 @@ from typing import Literal
 
 import torch
 
+from hybridsweep.machine import cpu_bf16_units
+
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -27,8 +29,7 @@ def has_fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        # torch.cpu exposes these probes only under private names; oneDNN dispatches on the same flags.
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(cpu_bf16_units())
     return False
 
 

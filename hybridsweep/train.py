@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> float:
             log_results(tracker, built.evaluator.suites, results, step=trainer.global_step)
         if cfg.tracking.log_model:
             log_model(tracker, module.encoder, step=trainer.global_step)  # the weights just evaluated
-        clock.log(tracker, step=trainer.global_step)
+        clock.log(tracker, step=trainer.global_step, resumed=point.decision.resumed)
     return point.finish()
 
 

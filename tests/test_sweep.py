@@ -4,16 +4,20 @@ killed point, and parallel joblib jobs against one tracking server."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.entities import Metric
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT, cli_env, run_cli, sqlite_store
+from hybridsweep.callbacks import CurveBeforeCheckpoint
 from hybridsweep.point import run_name
 from hybridsweep.tracking.claims import ClaimSettings, claim_run
-from hybridsweep.tracking.store import AXES_TAG, ROLE_TAG
+from hybridsweep.tracking.store import AXES_TAG, RESUMED_TAG, ROLE_TAG
 from hybridsweep.tracking.tracker import RunTracker
 
 SETTINGS = ClaimSettings()
@@ -73,6 +77,35 @@ def test_resumed_tracker_drops_steps_the_run_already_holds(tmp_path):
     ]
     assert _history(reopened.client, first.run_id, "epoch") == [(4, 1.0)]
     assert reopened.client.get_run(first.run_id).info.status == "RUNNING"
+
+
+def test_resumed_tracker_logs_a_step_the_killed_process_left_out_of_order(tmp_path):
+    """Asynchronous writes land out of order: a killed process can leave step 3 and not step 2."""
+    first = _claimed_tracker(tmp_path)
+    first.client.log_batch(first.run_id, metrics=[Metric("train/loss", 1.0, 0, s) for s in (0, 1, 3)])
+    first.client.set_terminated(first.run_id, "KILLED")
+    reopened = _claimed_tracker(tmp_path)
+    for step in (2, 3, 4):
+        reopened.log_metrics({"loss": 0.5}, step=step, prefix="train/")
+    assert _history(reopened.client, first.run_id, "train/loss") == [(0, 1.0), (1, 1.0), (2, 0.5), (3, 1.0), (4, 0.5)]
+
+
+def test_the_queued_curve_is_in_the_store_before_a_checkpoint_is_written(tmp_path, monkeypatch):
+    """A resume recomputes only the steps after its checkpoint: the steps before it must be stored
+    by the time it is written, even when the store writes slowly."""
+    original = SqlAlchemyStore.log_batch
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.5)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", slow)
+    tracker = _claimed_tracker(tmp_path)
+    logger = tracker.lightning_logger()
+    for step in range(3):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    CurveBeforeCheckpoint().on_save_checkpoint(SimpleNamespace(loggers=[logger]), None, {})
+    assert [step for step, _ in _history(tracker.client, tracker.run_id, "train/loss")] == [0, 1, 2]
 
 
 def test_end_of_fit_flushes_the_curve_but_leaves_the_run_open_for_evaluation(tmp_path):
@@ -190,6 +223,8 @@ def check_killed_point_resumes(tmp_path: Path, uri: str) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     [run] = _runs(client, "resumed")
     assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
+    # Its time/* cover the resuming process only, and it says so; the uninterrupted run says not.
+    assert (run.data.tags[RESUMED_TAG], ref.data.tags[RESUMED_TAG]) == ("true", "false")
     assert "Restoring states from the checkpoint" in resumed.stderr + resumed.stdout
     assert "dataloader is not resumable" not in resumed.stderr + resumed.stdout
     curve = _history(client, run.info.run_id, "train/loss")

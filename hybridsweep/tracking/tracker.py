@@ -44,30 +44,34 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 class _LoggedSteps:
-    """The last step a run holds for each metric key; a (key, step) at or below it is a replay.
+    """The steps a run holds for each metric key; a (key, step) it holds is a replay.
 
     A resumed point recomputes, bit for bit, the steps its killed process had logged past the
-    last checkpoint; dropping them keeps every step of the run's history exactly once.
+    last checkpoint; dropping them keeps every step of the run's history exactly once. The steps
+    held are a set, not a last step: asynchronous writes land out of order, so a killed process
+    can leave step 16 in the store and not step 15, which the resumed one must still log.
     """
 
     def __init__(self, store: MlflowClient | None = None, run_id: str | None = None):
-        self.last: dict[str, int] = {}
+        self.held: dict[str, set[int]] = {}
         if store is not None and run_id is not None:
             for key in store.get_run(run_id).data.metrics:
-                self.last[key] = max(m.step for m in store.get_metric_history(run_id, key))
+                self.held[key] = {m.step for m in store.get_metric_history(run_id, key)}
 
     def new(self, metrics: Mapping[str, float], step: int) -> dict[str, float]:
-        return {key: value for key, value in metrics.items() if step > self.last.get(key, -1)}
+        return {key: value for key, value in metrics.items() if step not in self.held.get(key, ())}
 
 
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger writing into a run that a :class:`RunTracker` owns.
 
-    Asynchronous: the training curve is queued and written by MLflow's background thread, so no
-    step waits on the store. Steps a resumed run already holds are not logged again. The end of
-    ``fit`` only flushes the queue: Lightning would mark the run FINISHED there, yet evaluation is
-    still to come (a kill during it must leave a run that resume reopens); the tracker sets the
-    final status when the point is complete.
+    Asynchronous: the training curve is queued and written by MLflow's background threads, so no
+    step waits on the store. The queue is flushed before every checkpoint
+    (:class:`~hybridsweep.callbacks.CurveBeforeCheckpoint`): a resume recomputes only the steps
+    after its checkpoint, so those before it must be in the store by then. Steps a resumed run
+    already holds are not logged again. The end of ``fit`` only flushes the queue: Lightning would
+    mark the run FINISHED there, yet evaluation is still to come (a kill during it must leave a
+    run that resume reopens); the tracker sets the final status when the point is complete.
     """
 
     def __init__(self, logged: _LoggedSteps, **kwargs):
@@ -79,9 +83,13 @@ class RunLogger(MLFlowLogger):
         if fresh:
             super().log_metrics(fresh, step)
 
-    def finalize(self, status: str = "success") -> None:
+    def flush(self) -> None:
+        """Wait until every queued step is in the store."""
         if self._initialized:
             self.experiment._tracking_client.store.flush_async_logging()
+
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
 
 
 class _Heartbeat(threading.Thread):

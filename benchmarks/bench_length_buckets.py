@@ -27,6 +27,7 @@ from common import (
     machine,
     parser,
     ratio_report,
+    step_precision,
     write_results,
 )
 
@@ -55,9 +56,7 @@ def main() -> None:
     module: DualEncoderModule = build_module(cfg, encoder)
     module.train()
     precision = str(cfg.trainer.precision)
-    if precision not in ("32-true", "32", "bf16-mixed"):
-        raise SystemExit(f"trainer.precision={precision}: this benchmark mirrors 32-true and bf16-mixed only")
-    autocast = autocast_context("bf16" if precision == "bf16-mixed" else "fp32", torch.device("cpu"))
+    autocast = autocast_context(step_precision(cfg), torch.device("cpu"))
     variants = {"one call": None, **{f"{b} buckets": b for b in args.buckets}}
 
     def rate(buckets: int | None):

@@ -41,6 +41,7 @@ from common import (
     machine,
     parser,
     ratio_report,
+    step_precision,
     write_results,
 )
 from hydra.utils import instantiate
@@ -82,10 +83,7 @@ def main() -> None:
         # eval mode, and Lightning keeps the modes it finds, so left alone that side would skip dropout.
         return build_module(cfg, copy.deepcopy(encoder)).train()
 
-    precision = str(cfg.trainer.precision)
-    if precision not in ("32-true", "32", "bf16-mixed"):
-        raise SystemExit(f"trainer.precision={precision}: the plain loop mirrors 32-true and bf16-mixed only")
-    plain_precision = "bf16" if precision == "bf16-mixed" else "fp32"
+    precision, plain_precision = str(cfg.trainer.precision), step_precision(cfg)
     tmp = tempfile.TemporaryDirectory()
     print(f"machine: {machine()}")
     print(f"model: {encoder.name} ({args.model}); batch {batch_size}; {steps} steps per round; "

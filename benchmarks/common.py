@@ -176,6 +176,16 @@ def batch_flops(config, input_ids) -> float:
     return token_flops(config, length) * batch * length
 
 
+def step_precision(cfg: DictConfig) -> str:
+    """The precision (``bf16`` or ``fp32``, for :func:`hybridsweep.precision.autocast_context`) in
+    which a hand-run training step mirrors ``cfg.trainer.precision`` as Lightning's plugin runs
+    it; only ``32-true`` and ``bf16-mixed`` are mirrored."""
+    precision = str(cfg.trainer.precision)
+    if precision not in ("32-true", "32", "bf16-mixed"):
+        raise SystemExit(f"trainer.precision={precision}: a hand-run step mirrors 32-true and bf16-mixed only")
+    return "bf16" if precision == "bf16-mixed" else "fp32"
+
+
 def machine() -> str:
     """One line naming the machine (:func:`hybridsweep.machine.describe_machine`: CPU, its bf16
     units, cores, torch threads, GPUs), the load average and the date."""

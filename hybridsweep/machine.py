@@ -22,6 +22,11 @@ def cpu_bf16_units() -> list[str]:
     return [name for name, present in units.items() if present]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; the platform's processor name elsewhere)."""
     try:
@@ -38,8 +43,7 @@ def describe_machine() -> str:
     torch's version and thread count, and the CUDA devices where there are any, e.g.
     ``Intel(R) Xeon(R) Processor (AMX, AVX512-BF16), 2 cores, torch 2.13.0+cpu with 1 thread(s)``."""
     units = cpu_bf16_units()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    line = (f"{cpu_model()} ({', '.join(units) if units else 'no bf16 units'}), {cores} cores, "
+    line = (f"{cpu_model()} ({', '.join(units) if units else 'no bf16 units'}), {usable_cores()} cores, "
             f"torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]

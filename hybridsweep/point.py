@@ -33,7 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
 from hybridsweep.encoders.compile import compile_seconds
-from hybridsweep.machine import describe_machine
+from hybridsweep.machine import describe_machine, usable_cores
 from hybridsweep.precision import accelerator_device
 from hybridsweep.sweep_runs import find_parent, list_in_sweep, parent_axes
 from hybridsweep.tracking.claims import Decision, open_run
@@ -234,7 +234,7 @@ def threads_per_job() -> int:
     never more than ``OMP_NUM_THREADS`` where it is set. The cap matters on a shared machine: an
     OpenMP thread that waits at a barrier for a descheduled sibling spins, so a 2-thread point
     among other busy processes ran slower than a 1-thread one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     requested = os.environ.get("OMP_NUM_THREADS", "").strip()
     if requested.isdigit() and int(requested) > 0:
         cores = min(cores, int(requested))

@@ -109,6 +109,23 @@ def _sort_key(value) -> tuple:
         return (1, 0.0, str(value))
 
 
+def _unequal_seed_notes(groups: Sequence[tuple], n_line_keys: int, axes: Sequence[str]) -> list[str]:
+    """One note per line whose levels hold different sets of seeds: while a sweep is partial, a
+    step between two such levels mixes the variation between seeds into the effect of the axis."""
+    seeds_by_line: dict[tuple, dict[tuple, tuple]] = {}
+    for keys, group in groups:
+        seeds = tuple(sorted(group["params.seed"].astype(str), key=_sort_key)) if "params.seed" in group else ()
+        seeds_by_line.setdefault(tuple(keys[:n_line_keys]), {})[tuple(keys[n_line_keys:])] = seeds
+    notes = []
+    for line, levels in seeds_by_line.items():
+        if len(set(levels.values())) > 1:
+            held = "; ".join(f"{', '.join(f'{v:g}' for v in level)}: seeds {', '.join(seeds) or 'none'}"
+                             for level, seeds in levels.items())
+            notes.append(f"{' / '.join(map(str, line)) or 'the line'}: its levels hold different seeds ({'/'.join(axes)} "
+                         f"{held}), so a step between two of them includes the variation between seeds.")
+    return notes
+
+
 def scaling_points(
     runs: pd.DataFrame, axes: Sequence[str], line_keys: Sequence[str], columns: Sequence[Column],
     questions: QuestionLoader, n_boot: int = N_BOOT, seed: int = 0,
@@ -156,6 +173,7 @@ def scaling_points(
     table = pd.DataFrame.from_records(
         records, columns=[*line_keys, *axes, "column", "mean", "low", "high", "n_runs", *COMPUTE_AXES]
     )
+    notes.extend(_unequal_seed_notes(groups, len(line_keys), axes))
     single = int((table["n_runs"] < 2).sum())
     if single:
         notes.append(f"{single} of {len(table)} points rest on one run: their intervals, and the fits' through them, "

@@ -430,6 +430,10 @@ def test_data_scaling_recovers_each_lines_law_and_checks_the_largest_size(scalin
         for name, value in expected.items():
             assert fit[name] == pytest.approx(value, rel=1e-4, abs=1e-6)
             assert fit[f"{name}_low"] - 1e-6 <= value <= fit[f"{name}_high"] + 1e-6
+        # The log-linear trend: numpy's least-squares line through the points in log2(question ids).
+        line = points[(points["sampling.strategy"] == strategy) & (points["batch_size"] == batch) & (points["column"] == column)]
+        slope = np.polyfit(np.log2(line["data.question_ids"]), line["mean"], 1)[0]
+        assert fit["per_doubling[data.question_ids]"] == pytest.approx(slope, abs=1e-6)
 
     checks = pd.read_csv(reports / "scaling_data_extrapolation.csv")
     assert len(checks) == 2 * 2 * 4 and (checks["status"] == "checked").all()
@@ -438,7 +442,7 @@ def test_data_scaling_recovers_each_lines_law_and_checks_the_largest_size(scalin
     assert checks[checks["column"] == "multilingual"]["inside"].all()
 
     markdown = (reports / "scaling_data.md").read_text()
-    assert "## Fitted law" in markdown and "## Extrapolation to the largest level" in markdown
+    assert "## Fitted law and log-linear trend" in markdown and "## Extrapolation to the largest level" in markdown
     assert "by least squares" in markdown
     assert "compute/steps is not logged by every run" in markdown  # the mono runs' steps are derived
 

@@ -19,6 +19,7 @@ from hybridsweep.reports.fits import (
     FitSettings,
     _solve,
     fit_law,
+    log_linear_trend,
 )
 from hybridsweep.reports.stats import RunSample, bootstrap_replicates
 
@@ -246,3 +247,45 @@ def test_fit_settings_name_the_bad_key_or_value():
         FitSettings.from_config({"loss": "huber", "huber_delta": 0}, "p.fit")
     with pytest.raises(ValueError, match=r"p\.fit: unknown keys \['delta'\]"):
         FitSettings.from_config({"delta": 1}, "p.fit")
+
+
+def test_log_linear_trend_is_the_per_doubling_slope_of_every_replicate():
+    """A line falling 0.01 per doubling with question noise: the slope of the means and of each
+    replicate equal numpy.polyfit's on log2(size); a noise-free joint design recovers both axes'
+    slopes exactly."""
+    rng = np.random.default_rng(5)
+    truth = 0.55 - 0.01 * np.log2(SIZES)
+    means, replicates = noisy_points(truth, rng, n_questions=200, sd=0.05, n_boot=300)
+    trend = log_linear_trend(SIZES[:, None], means, replicates, ["B"])
+    assert trend.status == FITTED and len(trend.refits) == 300
+    assert trend.slopes[0] == pytest.approx(np.polyfit(np.log2(SIZES), means, 1)[0], abs=1e-12)
+    for b in (0, 150, 299):
+        assert trend.refits[b, 0] == pytest.approx(np.polyfit(np.log2(SIZES), replicates[b], 1)[0], abs=1e-12)
+
+    design = np.array([(d, s) for d in (100.0, 200.0, 400.0) for s in (16.0, 64.0)])
+    exact = 0.3 + 0.02 * np.log2(design[:, 0]) - 0.005 * np.log2(design[:, 1])
+    joint = log_linear_trend(design, exact, None, ["D", "S"])
+    assert joint.slopes == pytest.approx([0.02, -0.005]) and np.isnan(joint.interval()[0]).all()
+
+
+def test_log_linear_trend_intervals_cover_the_truth_at_their_nominal_rate():
+    """200 lines falling 0.01 per doubling with Gaussian question noise: the 90% interval of the
+    slope holds -0.01 in 90% of them, within the 99.9% binomial band."""
+    rng = np.random.default_rng(77)
+    truth = 0.55 - 0.01 * np.log2(SIZES)
+    n_datasets = 200
+    covered = 0
+    for _ in range(n_datasets):
+        means, replicates = noisy_points(truth, rng, n_questions=100, sd=0.05, n_boot=200)
+        low, high = log_linear_trend(SIZES[:, None], means, replicates, ["B"]).interval(0.9)
+        covered += bool(low[0] <= -0.01 <= high[0])
+    assert abs(covered / n_datasets - 0.9) <= 3.29 * np.sqrt(0.9 * 0.1 / n_datasets)
+
+
+def test_log_linear_trend_needs_two_levels_of_axes_that_do_not_move_together():
+    assert log_linear_trend(np.array([[16.0], [16.0]]), np.array([0.5, 0.6]), None, ["B"]).status == "too few levels of B (< 2)"
+    two = log_linear_trend(np.array([[16.0], [64.0]]), np.array([0.5, 0.6]), None, ["B"])
+    assert two.status == FITTED and two.slopes == pytest.approx([0.05])
+    together = np.array([(100.0, 16.0), (200.0, 32.0), (400.0, 64.0)])
+    collinear = log_linear_trend(together, np.array([0.5, 0.6, 0.7]), None, ["D", "S"])
+    assert collinear.status == "the levels of D, S move together" and np.isnan(collinear.slopes).all()

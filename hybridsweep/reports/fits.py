@@ -335,3 +335,49 @@ def fit_law(
         status = f"not saturating in {', '.join(flat)}"
         estimate = np.full(n_params, np.nan)
     return LawFit(axes, reference, estimate, refits, status, len(y), settings, resampling, delta, pool)
+
+
+@dataclass(frozen=True)
+class LogLinearTrend:
+    """The change of ``y`` per doubling of each axis, ``y = c + sum_k s_k log2(x_k)`` fitted by least
+    squares: ``slopes`` (K,) from the points' means, ``refits`` (B, K) from their replicates (one per
+    replicate with a finite value at every point). A descriptive summary that needs no asymptote,
+    so it is reported for every line, saturating or not; ``status`` is FITTED or why not."""
+
+    axes: tuple[str, ...]
+    slopes: np.ndarray
+    refits: np.ndarray
+    status: str
+
+    def interval(self, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of every slope over the refits (NaN without replicate spread)."""
+        if len(self.refits) < 2:
+            return np.full(len(self.axes), np.nan), np.full(len(self.axes), np.nan)
+        return percentile_interval(self.refits, level)
+
+
+def trend_names(axes: Sequence[str]) -> list[str]:
+    return [f"per_doubling[{axis}]" for axis in axes]
+
+
+def log_linear_trend(x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None, axes: Sequence[str]) -> LogLinearTrend:
+    """:class:`LogLinearTrend` of points ``x`` (n, K) with means ``y`` (n,) and bootstrap
+    ``replicates`` (B, n), each replicate refitted as a whole (so the slopes' intervals carry the
+    points' shared question draws, as the law's do). Needs two levels of every axis, not moving
+    together (two levels give the slope between them; its interval still comes from the replicates)."""
+    x = np.asarray(x, dtype=float).reshape(len(y), -1)
+    y = np.asarray(y, dtype=float)
+    axes = tuple(axes)
+    keep = np.isfinite(y) & np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
+    x, y = x[keep], y[keep]
+    empty = np.full(len(axes), np.nan)
+    few = [axis for k, axis in enumerate(axes) if len(np.unique(x[:, k])) < 2]
+    if few:
+        return LogLinearTrend(axes, empty, np.empty((0, len(axes))), f"too few levels of {', '.join(few)} (< 2)")
+    design = np.column_stack([np.ones(len(y)), np.log2(x)])
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return LogLinearTrend(axes, empty, np.empty((0, len(axes))), f"the levels of {', '.join(axes)} move together")
+    solve = np.linalg.pinv(design)
+    replicates = finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
+    refits = (replicates @ solve.T)[:, 1:] if _has_spread(replicates) else np.empty((0, len(axes)))
+    return LogLinearTrend(axes, (solve @ y)[1:], refits, FITTED)

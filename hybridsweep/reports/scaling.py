@@ -37,8 +37,11 @@ from hybridsweep.reports.fits import (  # noqa: E402
     DEFAULT_FIT,
     FitSettings,
     LawFit,
+    LogLinearTrend,
     fit_law,
+    log_linear_trend,
     parameter_names,
+    trend_names,
 )
 from hybridsweep.reports.stats import N_BOOT, bootstrap_replicates  # noqa: E402
 from hybridsweep.reports.tables import Column, QuestionLoader  # noqa: E402
@@ -187,12 +190,13 @@ def scaling_points(
 
 @dataclass(frozen=True)
 class LineFit:
-    """The law of one (line, column) and its extrapolation checks, one per axis."""
+    """The law of one (line, column), its extrapolation checks (one per axis) and its log-linear trend."""
 
     line: tuple
     column: str
     fit: LawFit
     extrapolations: tuple[Extrapolation, ...]
+    trend: LogLinearTrend
 
 
 def point_lines(points: ScalingPoints) -> list[tuple]:
@@ -210,8 +214,9 @@ def line_mask(table: pd.DataFrame, line_keys: Sequence[str], line: tuple, column
 
 
 def fit_lines(points: ScalingPoints, settings: FitSettings = DEFAULT_FIT, n_boot: int = N_BOOT, seed: int = 0) -> list[LineFit]:
-    """The law of every (line, column) fitted with bootstrap refits, and per axis the check of
-    an extrapolation to its largest level (``extrapolation.check_extrapolation``)."""
+    """The law of every (line, column) fitted with bootstrap refits, per axis the check of an
+    extrapolation to its largest level (``extrapolation.check_extrapolation``), and the
+    log-linear trend (``fits.log_linear_trend``)."""
     table = points.table
     results = []
     for line in point_lines(points):
@@ -229,13 +234,14 @@ def fit_lines(points: ScalingPoints, settings: FitSettings = DEFAULT_FIT, n_boot
                 )
             else:
                 checks = tuple(Extrapolation(axis, NO_LAW) for axis in points.axes)
-            results.append(LineFit(line, column, fit, checks))
+            results.append(LineFit(line, column, fit, checks, log_linear_trend(x, y, draws, points.axes)))
     return results
 
 
 def fit_table(line_fits: Sequence[LineFit], line_keys: Sequence[str]) -> pd.DataFrame:
-    """One row per (line, column): status, loss, resampling, points and every parameter with
-    its bootstrap interval (``<name>``, ``<name>_low``, ``<name>_high``)."""
+    """One row per (line, column): status, loss, resampling, points, every parameter with its
+    bootstrap interval (``<name>``, ``<name>_low``, ``<name>_high``), and the log-linear trend's
+    change per doubling of each axis with its interval (``per_doubling[<axis>]``, ...)."""
     records = []
     for item in line_fits:
         fit = item.fit
@@ -245,7 +251,9 @@ def fit_table(line_fits: Sequence[LineFit], line_keys: Sequence[str]) -> pd.Data
             "n_points": fit.n_points, "loss": fit.settings.loss, "resampling": fit.resampling if len(fit.refits) else "",
             "refits": len(fit.refits),
         }
-        for name, value, lo, hi in zip(fit.names, fit.estimate, low, high):
+        trend = item.trend
+        for name, value, lo, hi in (*zip(fit.names, fit.estimate, low, high),
+                                    *zip(trend_names(trend.axes), trend.slopes, *trend.interval(fit.settings.level))):
             record.update({name: value, f"{name}_low": lo, f"{name}_high": hi})
         records.append(record)
     return pd.DataFrame.from_records(records)
@@ -282,13 +290,15 @@ def law_text(axes: Sequence[str]) -> str:
 
 
 def _with_interval(value: float, low: float, high: float) -> str:
-    return f"{value:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(value) else "–"
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]" if np.isfinite(low) else f"{value:.3g}"
 
 
 def shown_fits(fits: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     """The fit table with ``value [low, high]`` cells."""
     shown = fits.copy()
-    for name in parameter_names(axes):
+    for name in (*parameter_names(axes), *trend_names(axes)):
         if name not in shown:
             continue
         shown[name] = [_with_interval(*v) for v in zip(fits[name], fits[f"{name}_low"], fits[f"{name}_high"])]
@@ -343,6 +353,8 @@ def write_scaling(
         "per-question data), residual bootstrap (resampling = residuals).",
         "Not fitted: an axis with fewer than 3 levels, fewer points than parameters + 1, or an exponent at "
         "its lower bound 0.01 (not saturating: a log-linear trend whose asymptote the points do not determine).",
+        f"per_doubling[axis]: the change of y per doubling of the axis, y = c + sum_k s_k log2(axis_k) by least "
+        f"squares, for every line whether or not it saturates; interval ({level}) over the same replicates' refits.",
         "Extrapolation: the largest level of each axis held out, the law fitted to the rest and its forecast "
         f"compared with the measured mean; forecast interval ({level}) = the refits' predictions plus the held-out "
         "point's own bootstrap noise; inside = the measured mean lies in it.",
@@ -354,7 +366,7 @@ def write_scaling(
     shown_checks = shown_extrapolations(checks, points.axes)
     check_body = shown_checks.to_markdown(index=False) if not shown_checks.empty else "(no line has a law to check)"
     paths[1].write_text(
-        f"{caption}\n\n## Fitted law\n\n{fit_body}\n\n## Extrapolation to the largest level\n\n{check_body}\n\n"
+        f"{caption}\n\n## Fitted law and log-linear trend\n\n{fit_body}\n\n## Extrapolation to the largest level\n\n{check_body}\n\n"
         + "\n".join(f"- {line}" for line in method) + "\n"
     )
     latex = _latex(shown_fits(fits, points.axes), f"{caption}: fitted law ({settings.describe()}, {level} bootstrap intervals)")

@@ -11,8 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
-import pytest
+# xdist runs one worker per core. A worker computing in-process with a second intra-op thread
+# spins at OpenMP barriers while the other worker holds that core: the same tests then burn half
+# again the CPU time. Set before torch or faiss is imported, so their thread pools take it.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import mlflow  # noqa: E402
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -289,6 +289,20 @@ def _has_spread(replicates: np.ndarray | None) -> bool:
     return replicates is not None and len(replicates) > 1 and bool(np.ptp(replicates, axis=0).max() > 0)
 
 
+def usable_points(
+    x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None, axes: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The points a fit can use: ``x`` as (n, K) for the K ``axes``, without points whose mean or
+    levels are not finite or whose levels are not positive (log scale), and the replicates of those
+    points that are finite at every one of them (:func:`finite_rows`)."""
+    x = np.asarray(x, dtype=float).reshape(len(y), -1)
+    y = np.asarray(y, dtype=float)
+    if x.shape[1] != len(axes):
+        raise ValueError(f"{x.shape[1]} axes of points but {len(axes)} axis names {tuple(axes)}")
+    keep = np.isfinite(y) & np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
+    return x[keep], y[keep], finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
+
+
 def fit_law(
     x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None, axes: Sequence[str],
     settings: FitSettings = DEFAULT_FIT, reference: np.ndarray | None = None,
@@ -298,14 +312,8 @@ def fit_law(
     ``replicates`` (B, n): replicate ``b`` of every point, refitted together (module doc).
     ``replicates`` ``None`` or without spread: residual bootstrap with ``n_boot`` draws from
     ``numpy.random.default_rng(seed)``. ``reference`` (K,) defaults to each axis's smallest level."""
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    y = np.asarray(y, dtype=float)
     axes = tuple(axes)
-    if x.shape[1] != len(axes):
-        raise ValueError(f"{x.shape[1]} axes of points but {len(axes)} axis names {axes}")
-    keep = np.isfinite(y) & np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
-    x, y = x[keep], y[keep]
-    replicates = finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
+    x, y, replicates = usable_points(x, y, replicates, axes)
     reference = x.min(axis=0) if reference is None else np.asarray(reference, dtype=float)
     n_params = 1 + 2 * len(axes)
     problem = identification_problem(x, axes)
@@ -350,9 +358,8 @@ class LogLinearTrend:
     status: str
 
     def interval(self, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile interval of every slope over the refits (NaN without replicate spread)."""
-        if len(self.refits) < 2:
-            return np.full(len(self.axes), np.nan), np.full(len(self.axes), np.nan)
+        """Percentile interval of every slope over the refits (NaN without replicate spread:
+        no refits)."""
         return percentile_interval(self.refits, level)
 
 
@@ -365,11 +372,8 @@ def log_linear_trend(x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None
     ``replicates`` (B, n), each replicate refitted as a whole (so the slopes' intervals carry the
     points' shared question draws, as the law's do). Needs two levels of every axis, not moving
     together (two levels give the slope between them; its interval still comes from the replicates)."""
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    y = np.asarray(y, dtype=float)
     axes = tuple(axes)
-    keep = np.isfinite(y) & np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
-    x, y = x[keep], y[keep]
+    x, y, replicates = usable_points(x, y, replicates, axes)
     empty = np.full(len(axes), np.nan)
     few = [axis for k, axis in enumerate(axes) if len(np.unique(x[:, k])) < 2]
     if few:
@@ -378,6 +382,5 @@ def log_linear_trend(x: np.ndarray, y: np.ndarray, replicates: np.ndarray | None
     if np.linalg.matrix_rank(design) < design.shape[1]:
         return LogLinearTrend(axes, empty, np.empty((0, len(axes))), f"the levels of {', '.join(axes)} move together")
     solve = np.linalg.pinv(design)
-    replicates = finite_rows(None if replicates is None else np.asarray(replicates, dtype=float)[:, keep])
     refits = (replicates @ solve.T)[:, 1:] if _has_spread(replicates) else np.empty((0, len(axes)))
     return LogLinearTrend(axes, (solve @ y)[1:], refits, FITTED)
